@@ -1,0 +1,94 @@
+"""The application factory: settings, extensions, blueprints, error handlers and CLI commands."""
+
+import logging
+
+from flask import Flask
+from redis import Redis
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from app.extensions import csrf, db, login_manager, migrate
+from config import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        APPLICATION_ROOT=settings.base_path or "/",
+        SQLALCHEMY_DATABASE_URI=settings.database_address,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_address),
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    register_extensions(app, settings)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """WAL lets readers run beside the writer; autocommit mode lets `_sqlite_begin` choose the lock."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(connection) -> None:
+    """Take the write lock up front: a deferred transaction that later writes fails with
+    'database is locked' at once, without waiting, when another connection wrote in between."""
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(app.root_path + "/migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    app.extensions["redis"] = Redis.from_url(settings.redis_address, health_check_interval=30)
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.api import bp as api_bp
+    from app.ui import bp as ui_bp
+
+    prefix = app.config["SETTINGS"].base_path
+    csrf.exempt(api_bp)
+    app.register_blueprint(api_bp, url_prefix=prefix + "/api")
+    app.register_blueprint(ui_bp, url_prefix=prefix or None)
+    app.add_url_rule(prefix + "/healthz", "healthz", lambda: {"status": "ok"})
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register
+
+    register(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.commands import keys, users
+
+    app.cli.add_command(keys)
+    app.cli.add_command(users)

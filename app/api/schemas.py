@@ -1,0 +1,60 @@
+"""Request bodies, validated with the same GenerationParams the worker uses."""
+
+import re
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.errors import APIError
+from config import GenerationParams
+
+CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+
+class SubmitRequest(GenerationParams):
+    """POST /api/submit. Generation fields are optional here: unset means "use the model's default"."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_input: str = Field(min_length=1, max_length=1_000_000)
+    model: str | None = None
+    session_id: str | None = Field(None, description="conversation id; created when new")
+    system_prompt: str | None = Field(None, max_length=100_000)
+    priority: Literal["interactive", "batch"] | None = None
+
+    @field_validator("user_input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("session_id")
+    @classmethod
+    def _conversation_id(cls, value: str | None) -> str | None:
+        if value is not None and not CONVERSATION_ID.match(value):
+            raise ValueError("must be 1-128 characters: letters, digits and . _ : @ - (e.g. 'story-123')")
+        return value
+
+    def conversation_id(self) -> str:
+        return self.session_id or f"api-{uuid.uuid4().hex[:12]}"
+
+    def overrides(self) -> dict[str, Any]:
+        """Only the generation params the client actually sent."""
+        fields = set(GenerationParams.model_fields) & self.model_fields_set
+        return self.model_dump(include=fields, mode="json")
+
+
+def parse(schema: type[BaseModel], data: Any) -> BaseModel:
+    if not isinstance(data, dict):
+        raise APIError(400, "invalid_json", "the request body must be a JSON object")
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        raise APIError(400, "invalid_request", f"{field}: {message}") from None

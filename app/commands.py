@@ -1,0 +1,72 @@
+"""CLI: flask --app wsgi keys create|list|revoke, users create."""
+
+import sys
+
+import bcrypt
+import click
+from sqlalchemy import select
+
+from app.api.auth import create_key
+from app.extensions import db
+from app.models import ApiKey, User
+
+
+@click.group(help="Manage API keys.")
+def keys() -> None:
+    pass
+
+
+@keys.command("create", help="Create a key and print it (shown only once) on the last line.")
+@click.argument("name")
+@click.option("--interactive", is_flag=True, help="Allow this key to submit interactive-priority jobs.")
+def create_key_command(name: str, interactive: bool) -> None:
+    if db.session.scalar(select(ApiKey).where(ApiKey.name == name)):
+        raise click.ClickException(f"a key named '{name}' already exists")
+    key = create_key(name, interactive)
+    click.echo(f"Created API key '{name}'. Store it now; it cannot be shown again:", err=True)
+    click.echo(key)
+
+
+@keys.command("list", help="List keys (names and prefixes, never the keys).")
+def list_keys() -> None:
+    for key in db.session.scalars(select(ApiKey).order_by(ApiKey.name)):
+        used = key.last_used_at.isoformat(timespec="seconds") if key.last_used_at else "never"
+        click.echo(f"{key.name}\t{key.prefix}…\tcreated {key.created_at:%Y-%m-%d}\tlast used {used}"
+                   f"{chr(9) + 'interactive' if key.interactive else ''}")
+
+
+@keys.command("revoke", help="Delete a key; requests using it get 401 at once.")
+@click.argument("name")
+def revoke_key(name: str) -> None:
+    key = db.session.scalar(select(ApiKey).where(ApiKey.name == name))
+    if key is None:
+        raise click.ClickException(f"no key named '{name}'")
+    db.session.delete(key)
+    db.session.commit()
+    click.echo(f"Revoked API key '{name}'.")
+
+
+@click.group(help="Manage UI users.")
+def users() -> None:
+    pass
+
+
+@users.command("create", help="Create a user, or set the password of an existing one.")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def create_user(name: str, password_stdin: bool) -> None:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 8:
+        raise click.ClickException("the password must have at least 8 characters")
+    user = db.session.scalar(select(User).where(User.name == name)) or User(name=name)
+    user.password_hash = hash_password(password)
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"User '{name}' can now log in.")
+
+
+def hash_password(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()

@@ -1,0 +1,47 @@
+"""One place turns failures into answers: JSON `{"error": {code, message}}` for the API, HTML for pages."""
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from app.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """A client mistake or a refused action, with a machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str):
+    return jsonify(error={"code": code, "message": message}), status
+
+
+def _wants_json() -> bool:
+    return "/api/" in request.path or request.accept_mimetypes.best == "application/json"
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def api_error(exc: APIError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if _wants_json():
+            code = (exc.name or "error").lower().replace(" ", "_")
+            return error_response(exc.code or 500, code, exc.description or exc.name)
+        return render_template("error.html", error=exc), exc.code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception):
+        db.session.rollback()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        if _wants_json():
+            return error_response(500, "internal_error", "Internal error; the server log has the details.")
+        return render_template("error.html", error=None), 500

@@ -1,0 +1,388 @@
+"""The job lifecycle: submit, enqueue, run (the RQ entry point), cancel, heartbeat, reconcile.
+
+The database row is the truth and Redis is the transport: a row is committed before it is enqueued,
+every transition is a conditional UPDATE (so duplicate deliveries are harmless), and `reconcile`
+repairs whatever Redis lost. Status changes happen here and nowhere else.
+"""
+
+import logging
+import time
+from datetime import timedelta
+from itertools import groupby
+
+from flask import current_app
+from redis import Redis, RedisError
+from rq import Queue
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+from rq.timeouts import JobTimeoutException
+from rq.worker import Worker
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from app import streams
+from app.extensions import db
+from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
+from app.models import Conversation, Job, JobStatus, Message, Priority, utcnow
+from config import GenerationParams, Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5  # seconds between a worker's heartbeats for its running job
+HEARTBEAT_STALE = 20  # a processing job without a heartbeat for this long has lost its worker
+RETRY_BACKOFF = 2  # seconds before the first retry; doubles with every attempt
+PENDING_IN_REDIS = {RQStatus.QUEUED, RQStatus.STARTED, RQStatus.DEFERRED, RQStatus.SCHEDULED}
+
+
+def settings() -> Settings:
+    return current_app.config["SETTINGS"]
+
+
+def redis() -> Redis:
+    return current_app.extensions["redis"]
+
+
+def queue_name(model: str, priority: str) -> str:
+    return f"llamalith:{model}:{priority}"
+
+
+def worker_queues(models: list[str], connection: Redis) -> list[Queue]:
+    """Interactive queues first: a worker always prefers them (aged batch jobs are moved there)."""
+    return [
+        Queue(queue_name(model, priority.value), connection=connection)
+        for priority in (Priority.INTERACTIVE, Priority.BATCH)
+        for model in models
+    ]
+
+
+def rq_id(job_id: int) -> str:
+    return f"llamalith-{job_id}"
+
+
+# Submitting ----------------------------------------------------------------------------------------
+
+
+def submit(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
+           priority: str = Priority.BATCH.value, api_key_id: int | None = None, user_id: int | None = None) -> Job:
+    """Commit the job and its user message, then enqueue. If Redis is down the job is still accepted:
+    the reconciler enqueues it when Redis is back."""
+    conversation = db.session.get(Conversation, conversation_id)
+    if conversation is None:
+        conversation = Conversation(id=conversation_id, title=_title(user_input), user_id=user_id)
+        db.session.add(conversation)
+    conversation.updated_at = utcnow()
+    job = Job(conversation_id=conversation_id, user_input=user_input, model=model, system_prompt=system_prompt,
+              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id)
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(Message(conversation_id=conversation_id, role="user", content=user_input, job_id=job.id))
+    db.session.commit()
+    enqueue(job)
+    return job
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def enqueue(job: Job, priority: str | None = None) -> bool:
+    queue = Queue(queue_name(job.model, priority or job.priority), connection=redis())
+    try:
+        queue.enqueue(run, job.id, job_id=rq_id(job.id), job_timeout=settings().job_timeout + 60,
+                      result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}")
+    except RedisError as exc:
+        log.warning("job %s accepted but not enqueued yet (%s); the reconciler will enqueue it", job.id, exc)
+        return False
+    return True
+
+
+# Running (inside a worker, in an app context) ---------------------------------------------------------
+
+
+def run(job_id: int) -> str:
+    """RQ entry point. Never raises for a model problem: the job row records it instead."""
+    job = _claim(job_id, current_app.config["WORKER_NAME"])
+    if job is None:
+        return "skipped"
+    attempt = job.attempts
+    if job.created_at < utcnow() - timedelta(seconds=settings().max_queue_wait):
+        _finish(job, attempt, JobStatus.ERROR, "", "timeout", "the job waited longer than MAX_QUEUE_WAIT in the queue")
+        return JobStatus.ERROR.value
+    status = _generate(job, attempt)
+    _enqueue_next_turn(job)
+    return status
+
+
+def _claim(job_id: int, worker: str) -> Job | None:
+    """queued -> processing, unless an earlier turn of the same conversation has not finished yet
+    (then the job stays queued, and that turn's end enqueues it again)."""
+    earlier = aliased(Job)
+    unfinished_before = (
+        select(earlier.id)
+        .where(earlier.conversation_id == Job.conversation_id, earlier.id < Job.id,
+               earlier.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
+        .exists()
+    )
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value, ~unfinished_before)
+        .values(status=JobStatus.PROCESSING.value, attempts=Job.attempts + 1, worker=worker,
+                started_at=now, heartbeat_at=now, retry_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return db.session.get(Job, job_id) if claimed else None
+
+
+def _generate(job: Job, attempt: int) -> str:
+    params = effective_params(job)
+    writer = streams.TokenWriter(redis(), job.id, max_entries=params.max_tokens + 64)
+    writer.start(attempt)
+    pieces: list[str] = []
+    status, code, message, usage = JobStatus.DONE, None, None, {}
+    started = time.monotonic()
+    deadline = started + settings().job_timeout
+    try:
+        model = current_app.extensions["llm"].get(job.model)
+        prompt = fit_prompt(model, job.system_prompt, history(job), job.user_input, params.max_tokens,
+                            settings().safety_margin)
+        usage["prompt_tokens"] = len(prompt.tokens)
+        for piece in model.generate(prompt.tokens, params, model.stop_strings(prompt.messages)):
+            if not pieces:
+                usage["first_token_ms"] = int((time.monotonic() - started) * 1000)
+            pieces.append(piece)
+            if writer.append(piece):
+                status = JobStatus.CANCELLED
+                break
+            if time.monotonic() > deadline:
+                status, code = JobStatus.ERROR, "timeout"
+                message = f"generation took longer than JOB_TIMEOUT ({settings().job_timeout} s); partial text kept"
+                break
+        if pieces:
+            usage["completion_tokens"] = len(model.llm.tokenize("".join(pieces).encode(), add_bos=False))
+    except ContextTooLong as exc:
+        status, code, message = JobStatus.ERROR, "context_length_exceeded", str(exc)
+    except ModelLoadError as exc:
+        status, code, message = JobStatus.ERROR, "model_load_failed", str(exc)
+    except JobTimeoutException:
+        status, code, message = JobStatus.ERROR, "timeout", "the job exceeded its hard time limit; partial text kept"
+    except Exception as exc:  # a model failure must end the job, not leave it processing
+        log.exception("job %s failed", job.id)
+        status, code, message = JobStatus.ERROR, "generation_failed", f"generation failed: {exc}"
+    _finish(job, attempt, status, "".join(pieces), code, message, **usage)
+    writer.finish(status.value)
+    return status.value
+
+
+def effective_params(job: Job) -> GenerationParams:
+    """Global defaults < the model's defaults < the request's overrides."""
+    merged = settings().generation.model_dump() | settings().models[job.model].params | (job.params or {})
+    return GenerationParams(**merged)
+
+
+def history(job: Job) -> list[Turn]:
+    """Earlier completed turns of the job's conversation, oldest first."""
+    rows = db.session.scalars(
+        select(Message)
+        .where(Message.conversation_id == job.conversation_id, Message.job_id < job.id)
+        .order_by(Message.job_id, Message.id)
+    )
+    turns = []
+    for _, messages in groupby(rows, key=lambda m: m.job_id):
+        by_role = {m.role: m.content for m in messages}
+        if "user" in by_role and "assistant" in by_role:
+            turns.append(Turn(by_role["user"], by_role["assistant"]))
+    return turns
+
+
+def _finish(job: Job, attempt: int, status: JobStatus, text: str, code: str | None, message: str | None,
+            **usage) -> bool:
+    """Record the outcome once: only the attempt that owns the row may finish it, so a retried job
+    never stores its answer twice."""
+    finished = db.session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == JobStatus.PROCESSING.value, Job.attempts == attempt)
+        .values(status=status.value, result=text, error=message, error_code=code, processed_at=utcnow(), **usage)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if finished and (text or status == JobStatus.DONE):
+        db.session.add(Message(conversation_id=job.conversation_id, role="assistant", content=text, job_id=job.id))
+        db.session.execute(update(Conversation).where(Conversation.id == job.conversation_id)
+                           .values(updated_at=utcnow()))
+    db.session.commit()
+    if not finished:
+        log.warning("job %s attempt %s finished after losing ownership; outcome discarded", job.id, attempt)
+    return bool(finished)
+
+
+def _enqueue_next_turn(job: Job) -> None:
+    following = db.session.scalar(
+        select(Job).where(Job.conversation_id == job.conversation_id, Job.id > job.id,
+                          Job.status == JobStatus.QUEUED.value).order_by(Job.id).limit(1)
+    )
+    if following is not None:
+        enqueue(following)
+
+
+# Cancelling ---------------------------------------------------------------------------------------
+
+
+class AlreadyFinished(Exception):
+    pass
+
+
+def cancel(job: Job, wait_seconds: float = 3.0) -> Job:
+    """A queued job is cancelled at once; a running one is flagged and stops within a token.
+    Waits briefly for the worker so the answer usually shows the final state."""
+    if job.finished:
+        raise AlreadyFinished(f"job {job.id} has already ended as '{job.status}'")
+    cancelled = db.session.execute(
+        update(Job).where(Job.id == job.id, Job.status == JobStatus.QUEUED.value)
+        .values(status=JobStatus.CANCELLED.value, processed_at=utcnow(), result="")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if cancelled:
+        _forget_queued(job)
+        streams.TokenWriter(redis(), job.id, 1).finish(JobStatus.CANCELLED.value)
+        _enqueue_next_turn(job)
+    else:
+        streams.request_cancel(redis(), job.id)
+        _wait_until_finished(job, wait_seconds)
+    db.session.refresh(job)
+    return job
+
+
+def _forget_queued(job: Job) -> None:
+    try:
+        for priority in Priority:
+            Queue(queue_name(job.model, priority.value), connection=redis()).remove(rq_id(job.id))
+    except RedisError as exc:
+        log.warning("job %s cancelled; its queue entry stays until a worker skips it (%s)", job.id, exc)
+
+
+def _wait_until_finished(job: Job, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        db.session.commit()  # end the read transaction so the next one sees the worker's write
+        if JobStatus(db.session.scalar(select(Job.status).where(Job.id == job.id))).finished:
+            return
+        time.sleep(0.05)
+
+
+# Keeping the truth (worker side) ----------------------------------------------------------------------
+
+
+def heartbeat(worker: str) -> None:
+    db.session.execute(update(Job).where(Job.worker == worker, Job.status == JobStatus.PROCESSING.value)
+                       .values(heartbeat_at=utcnow()).execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+def reconcile() -> dict[str, int]:
+    """Repair the queue from the database: retry or fail jobs whose worker vanished, expire jobs that
+    waited too long, and enqueue queued jobs Redis does not hold (or that aged into interactive)."""
+    counts = {"lost": _resolve_lost_jobs(), "expired": _expire_waiting_jobs(), "enqueued": 0}
+    now = utcnow()
+    aged = now - timedelta(seconds=settings().batch_aging)
+    waiting = db.session.scalars(
+        select(Job).where(Job.status == JobStatus.QUEUED.value, or_(Job.retry_at.is_(None), Job.retry_at <= now))
+        .order_by(Job.id)
+    ).all()
+    for job in waiting:
+        priority = Priority.INTERACTIVE.value if job.created_at < aged else job.priority
+        if not _pending_in(job, queue_name(job.model, priority)):
+            counts["enqueued"] += enqueue(job, priority)
+    return counts
+
+
+def _resolve_lost_jobs() -> int:
+    stale = utcnow() - timedelta(seconds=HEARTBEAT_STALE)
+    lost = db.session.scalars(select(Job).where(Job.status == JobStatus.PROCESSING.value,
+                                                Job.heartbeat_at < stale)).all()
+    for job in lost:
+        owned = and_(Job.id == job.id, Job.status == JobStatus.PROCESSING.value, Job.attempts == job.attempts)
+        if job.attempts < settings().max_attempts:
+            backoff = RETRY_BACKOFF * 2 ** (job.attempts - 1)
+            values = dict(status=JobStatus.QUEUED.value, worker=None, retry_at=utcnow() + timedelta(seconds=backoff))
+            log.warning("job %s lost its worker %s (attempt %s); retrying in %s s", job.id, job.worker,
+                        job.attempts, backoff)
+        else:
+            values = dict(status=JobStatus.ERROR.value, error_code="worker_lost", processed_at=utcnow(),
+                          error=f"the worker stopped during each of {job.attempts} attempts; giving up")
+        db.session.execute(update(Job).where(owned).values(**values).execution_options(synchronize_session=False))
+    db.session.commit()
+    return len(lost)
+
+
+def _expire_waiting_jobs() -> int:
+    limit = utcnow() - timedelta(seconds=settings().max_queue_wait)
+    expired = db.session.execute(
+        update(Job).where(Job.status == JobStatus.QUEUED.value, Job.created_at < limit)
+        .values(status=JobStatus.ERROR.value, error_code="timeout", processed_at=utcnow(),
+                error="the job waited longer than MAX_QUEUE_WAIT in the queue")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    return expired
+
+
+def _pending_in(job: Job, queue: str) -> bool:
+    try:
+        rq_job = RQJob.fetch(rq_id(job.id), connection=redis())
+    except Exception:  # NoSuchJobError, or a hash left half-written by a wipe
+        return False
+    return rq_job.get_status(refresh=False) in PENDING_IN_REDIS and rq_job.origin == queue
+
+
+# Visibility ----------------------------------------------------------------------------------------
+
+
+def queue_position(job: Job) -> int | None:
+    """1 for the job that starts next on its model, counting interactive (and aged batch) work first."""
+    if job.status != JobStatus.QUEUED.value:
+        return None
+    aged = utcnow() - timedelta(seconds=settings().batch_aging)
+    rank = case((or_(Job.priority == Priority.INTERACTIVE.value, Job.created_at < aged), 0), else_=1)
+    mine = 0 if job.priority == Priority.INTERACTIVE.value or job.created_at < aged else 1
+    ahead = db.session.scalar(
+        select(func.count()).select_from(Job)
+        .where(Job.model == job.model, Job.status == JobStatus.QUEUED.value, Job.id != job.id,
+               or_(rank < mine, and_(rank == mine, Job.id < job.id)))
+    )
+    return ahead + 1
+
+
+def eta_seconds(job: Job, position: int | None) -> float | None:
+    """Jobs ahead (and this one) times the recent mean duration, shared among the live workers."""
+    if position is None:
+        return None
+    recent = db.session.execute(
+        select(Job.started_at, Job.processed_at)
+        .where(Job.model == job.model, Job.status == JobStatus.DONE.value, Job.started_at.is_not(None))
+        .order_by(Job.id.desc()).limit(20)
+    ).all()
+    if not recent:
+        return None
+    mean = sum((done - start).total_seconds() for start, done in recent) / len(recent)
+    return round(mean * position / max(live_workers(job.model), 1), 1)
+
+
+def live_workers(model: str) -> int:
+    try:
+        return Worker.count(connection=redis(), queue=Queue(queue_name(model, Priority.BATCH.value),
+                                                            connection=redis()))
+    except RedisError:
+        return 0
+
+
+def queue_depth(model: str) -> int:
+    return db.session.scalar(select(func.count()).select_from(Job)
+                             .where(Job.model == model, Job.status == JobStatus.QUEUED.value))
+
+
+def partial_result(job: Job) -> str:
+    """While a job runs, its text so far lives in its token stream."""
+    return streams.partial_text(redis(), job.id)

@@ -1,0 +1,91 @@
+"""Live tokens in Redis: one bounded stream per job, plus a cancel flag the worker checks between tokens.
+
+Redis is transport only: losing a stream loses the live view, never the answer, which the worker
+writes to the database when the job ends.
+"""
+
+import logging
+
+from redis import Redis, RedisError
+
+log = logging.getLogger(__name__)
+
+TTL_AFTER_END = 3600  # seconds a finished job's stream stays readable for late SSE clients
+CANCEL_TTL = 24 * 3600
+
+
+def stream_key(job_id: int) -> str:
+    return f"llamalith:job:{job_id}:tokens"
+
+
+def cancel_key(job_id: int) -> str:
+    return f"llamalith:job:{job_id}:cancel"
+
+
+class TokenWriter:
+    """Appends a running job's tokens; each append also answers "was cancel requested?" in the same round trip.
+
+    Redis failures are logged once and then ignored: generation goes on and the result is still stored.
+    """
+
+    def __init__(self, redis: Redis, job_id: int, max_entries: int):
+        self.redis, self.job_id, self.max_entries = redis, job_id, max_entries
+        self.broken = False
+
+    def start(self, attempt: int) -> None:
+        # A retried attempt starts from scratch; readers drop what they had when they see `reset`.
+        if attempt > 1:
+            self._send(lambda p: p.xadd(stream_key(self.job_id), {"reset": str(attempt)}))
+
+    def append(self, text: str) -> bool:
+        replies = self._send(
+            lambda p: p.xadd(stream_key(self.job_id), {"t": text}, maxlen=self.max_entries, approximate=True)
+            .exists(cancel_key(self.job_id))
+        )
+        return bool(replies and replies[-1])
+
+    def finish(self, status: str) -> None:
+        key = stream_key(self.job_id)
+        self._send(lambda p: p.xadd(key, {"end": status}).expire(key, TTL_AFTER_END).delete(cancel_key(self.job_id)))
+
+    def _send(self, build) -> list | None:
+        if self.broken:
+            return None
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            build(pipe)
+            return pipe.execute()
+        except RedisError as exc:
+            self.broken = True
+            log.warning("job %s: live token stream lost (%s); generation continues", self.job_id, exc)
+            return None
+
+
+def read(redis: Redis, job_id: int, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, dict]]:
+    """Stream entries after the id `after` as (id, fields) with str values; waits up to `block_ms` for new ones."""
+    reply = redis.xread({stream_key(job_id): after}, block=block_ms)
+    if not reply:
+        return []
+    return [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}) for entry_id, fields in reply[0][1]]
+
+
+def partial_text(redis: Redis, job_id: int) -> str:
+    """The text generated so far by the current attempt ('' when the stream is gone)."""
+    try:
+        entries = read(redis, job_id)
+    except RedisError:
+        return ""
+    text: list[str] = []
+    for _, fields in entries:
+        if "reset" in fields:
+            text.clear()
+        text.append(fields.get("t", ""))
+    return "".join(text)
+
+
+def request_cancel(redis: Redis, job_id: int) -> None:
+    redis.set(cancel_key(job_id), "1", ex=CANCEL_TTL)
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,265 @@
+"""Settings: defaults < config.json (path in LLAMALITH_CONFIG) < environment, validated once at start-up.
+
+A bad setting must stop the process with one line naming it, so every error raised here is a
+`ConfigError` whose message says which setting (environment variable or config key) is wrong.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_MODEL_KEY = "gemma3-270m"
+DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names it and fits on one line."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerationParams(Strict):
+    """Sampling knobs. Defined once: global defaults, per-model defaults and per-request overrides."""
+
+    max_tokens: int = Field(512, ge=1, le=32768)
+    temperature: float = Field(0.8, ge=0, le=5)
+    top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(40, ge=0, le=1000)
+    repeat_penalty: float = Field(1.1, ge=0, le=5)
+    mirostat_mode: int = Field(0, ge=0, le=2)
+    mirostat_tau: float = Field(5.0, ge=0, le=20)
+    mirostat_eta: float = Field(0.1, ge=0, le=1)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ModelSettings(Strict):
+    path: Path
+    chat_format: str | None = None
+    n_ctx: int = Field(4096, ge=256)
+    n_threads: int | None = Field(None, ge=1)
+    n_batch: int = Field(512, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("path")
+    @classmethod
+    def _gguf_exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {path}")
+        return path
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        GenerationParams(**params)
+        return params
+
+
+class Settings(Strict):
+    secret_key: str | None = None
+    development: bool = False
+    base_path: str = "/chat"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    instance_path: Path = ROOT / "instance"
+    redis_url: str | None = None
+    database_url: str | None = None
+    models: dict[str, ModelSettings]
+    llm_models: list[str] = Field(default_factory=list)
+    generation: GenerationParams = Field(default_factory=GenerationParams)
+    safety_margin: int = Field(64, ge=0)
+    max_loaded_models: int = Field(2, ge=1)
+    job_timeout: int = Field(600, ge=1)
+    max_queue_wait: int = Field(24 * 3600, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    batch_aging: int = Field(120, ge=1)
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
+
+    @field_validator("base_path")
+    @classmethod
+    def _normalise_base_path(cls, value: str) -> str:
+        return "/" + value.strip("/") if value.strip("/") else ""
+
+    @property
+    def offered_models(self) -> list[str]:
+        return self.llm_models or list(self.models)
+
+    @property
+    def default_model(self) -> str:
+        return self.offered_models[0]
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.instance_path / "redis.sock"
+
+    @property
+    def redis_address(self) -> str:
+        return self.redis_url or f"unix://{self.embedded_redis_socket}"
+
+    @property
+    def database_address(self) -> str:
+        return self.database_url or f"sqlite:///{self.instance_path / 'llamalith.db'}"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.instance_path / "secret_key"
+
+
+# Environment variable -> dotted setting. The LLM_* names are the original project's and must keep working.
+ENVIRONMENT = {
+    "SECRET_KEY": "secret_key",
+    "LLAMALITH_DEVELOPMENT": "development",
+    "BASE_PATH": "base_path",
+    "HOST": "host",
+    "PORT": "port",
+    "LLAMALITH_INSTANCE": "instance_path",
+    "REDIS_URL": "redis_url",
+    "DATABASE_URL": "database_url",
+    "LLM_MODELS": "llm_models",
+    "LLM_MAX_TOKENS": "generation.max_tokens",
+    "LLM_TEMP": "generation.temperature",
+    "LLM_TOP_P": "generation.top_p",
+    "LLM_TOP_K": "generation.top_k",
+    "LLM_REPEAT_PENALTY": "generation.repeat_penalty",
+    "LLM_MIROS": "generation.mirostat_mode",
+    "LLM_MIROS_TAU": "generation.mirostat_tau",
+    "LLM_MIROS_ETA": "generation.mirostat_eta",
+    "LLM_SAFETY_MARGIN": "safety_margin",
+    "LLM_MAX_LOADED_MODELS": "max_loaded_models",
+    "JOB_TIMEOUT": "job_timeout",
+    "MAX_QUEUE_WAIT": "max_queue_wait",
+    "MAX_ATTEMPTS": "max_attempts",
+    "BATCH_AGING": "batch_aging",
+    "MAX_REQUEST_BYTES": "max_request_bytes",
+}
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, the config file, the environment, then `overrides` (tests)."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    config_path = environ.get("LLAMALITH_CONFIG")
+    if config_path:
+        _merge_config_file(Path(config_path), values, origin)
+    _merge_environment(environ, values, origin)
+    for key, value in overrides.items():
+        _set(values, key, value)
+        origin[key] = key
+    _add_models(environ, values, origin, from_file=bool(config_path))
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+    _check_offered_models(settings, origin)
+    _check_secret_key(settings)
+    return settings
+
+
+def _merge_config_file(path: Path, values: dict, origin: dict) -> None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"LLAMALITH_CONFIG: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"LLAMALITH_CONFIG: {path} must hold a JSON object")
+    # The original format: {"model_paths": {"mistral": "models/x.gguf"}}.
+    legacy = data.pop("model_paths", {})
+    models = data.setdefault("models", {})
+    if not isinstance(legacy, dict) or not isinstance(models, dict):
+        raise ConfigError(f"{path}: 'model_paths' and 'models' must be objects keyed by model name")
+    for key, model_path in legacy.items():
+        models.setdefault(key, {"path": model_path})
+    for key, model in models.items():
+        if isinstance(model, dict) and "path" in model:
+            model["path"] = _resolve(model["path"], path.parent)
+    for key, value in data.items():
+        values[key] = value
+        origin[key] = f"{path} key '{key}'"
+
+
+def _merge_environment(environ: dict, values: dict, origin: dict) -> None:
+    for name, dotted in ENVIRONMENT.items():
+        if environ.get(name, "") == "":
+            continue
+        value: Any = environ[name]
+        if dotted == "llm_models":
+            value = [key.strip() for key in value.split(",") if key.strip()]
+        _set(values, dotted, value)
+        origin[dotted] = f"environment variable {name}"
+
+
+def _add_models(environ: dict, values: dict, origin: dict, from_file: bool) -> None:
+    """Without a config file, models come from <KEY>_PATH variables; the default model needs none."""
+    if from_file and values.get("models"):
+        return
+    models = values.setdefault("models", {})
+    instance = Path(values.get("instance_path") or ROOT / "instance")
+    for key in values.get("llm_models") or [DEFAULT_MODEL_KEY]:
+        variable = env_path_variable(key)
+        if environ.get(variable):
+            models[key] = {"path": _resolve(environ[variable], Path.cwd())}
+            origin[f"models.{key}"] = f"environment variable {variable}"
+        elif key == DEFAULT_MODEL_KEY:
+            models[key] = {"path": instance / "models" / DEFAULT_MODEL_FILE, "chat_format": "gemma"}
+            origin[f"models.{key}"] = f"the default model (run 'make setup' to assemble it into {instance / 'models'})"
+
+
+def env_path_variable(key: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in key.upper()) + "_PATH"
+
+
+def _check_offered_models(settings: Settings, origin: dict) -> None:
+    for key in settings.llm_models:
+        if key not in settings.models:
+            raise ConfigError(
+                f"{origin.get('llm_models', 'LLM_MODELS')} names model '{key}', which is not configured "
+                f"(set {env_path_variable(key)} or add it to the config file)"
+            )
+
+
+def _check_secret_key(settings: Settings) -> None:
+    if settings.secret_key:
+        return
+    if settings.secret_key_file.is_file():
+        settings.secret_key = settings.secret_key_file.read_text().strip()
+    elif not settings.development:
+        raise ConfigError(
+            f"SECRET_KEY is not set and {settings.secret_key_file} does not exist "
+            "(run 'make setup' or set SECRET_KEY; LLAMALITH_DEVELOPMENT=1 allows a throwaway key)"
+        )
+    else:
+        settings.secret_key = os.urandom(32).hex()
+
+
+def _resolve(value: Any, base: Path) -> Any:
+    return str(base / Path(value).expanduser()) if isinstance(value, str) else value
+
+
+def _set(values: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        values = values.setdefault(part, {})
+    values[leaf] = value
+
+
+def _describe(exc: ValidationError, origin: dict) -> str:
+    error = exc.errors()[0]
+    loc = ".".join(str(part) for part in error["loc"])
+    source = next((origin[k] for k in sorted(origin, key=len, reverse=True) if loc.startswith(k)), None)
+    where = f"{loc} (from {source})" if source else loc
+    value = error.get("input")
+    shown = "" if isinstance(value, (dict, list)) or value is None else f" = {value!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"invalid setting {where}{shown}: {message}"

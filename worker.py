@@ -1,0 +1,101 @@
+"""The worker: python worker.py [MODEL ...]  (default: every offered model).
+
+Loads its models once and keeps them warm; runs jobs in-process (rq's SimpleWorker: no fork, so the
+KV cache survives between turns and OpenMP is never forked); keeps its running job's heartbeat and
+reconciles the queue with the database in a background thread.
+"""
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+
+from flask import Flask
+from redis import RedisError
+from rq import SimpleWorker
+
+from app import create_app, jobs
+from app.llm import ModelCache
+from config import ConfigError
+
+log = logging.getLogger("llamalith.worker")
+
+RECONCILE_INTERVAL = 10  # seconds
+
+
+class LlamalithWorker(SimpleWorker):
+    """Runs each job inside its own app context, so the job's database session ends with it."""
+
+    def __init__(self, *args, app: Flask, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.app = app
+
+    def perform_job(self, job, queue, *args, **kwargs):
+        with self.app.app_context():
+            return super().perform_job(job, queue, *args, **kwargs)
+
+
+def prepare(app: Flask, models: list[str], name: str | None = None) -> ModelCache:
+    """Load the served models (up to the cache's capacity) before taking any job."""
+    settings = app.config["SETTINGS"]
+    cache = ModelCache(settings.models, capacity=settings.max_loaded_models)
+    for key in models[: settings.max_loaded_models]:
+        cache.get(key)
+    app.extensions["llm"] = cache
+    app.config["WORKER_NAME"] = name or f"{socket.gethostname()}:{os.getpid()}"
+    return cache
+
+
+def maintain(app: Flask, stop: threading.Event) -> None:
+    """Heartbeat the running job every few seconds; reconcile at start and every RECONCILE_INTERVAL."""
+    next_reconcile = 0.0
+    while not stop.is_set():
+        with app.app_context():
+            try:
+                jobs.heartbeat(app.config["WORKER_NAME"])
+                if time.monotonic() >= next_reconcile:
+                    counts = jobs.reconcile()
+                    if any(counts.values()):
+                        log.info("reconciled: %s", counts)
+                    next_reconcile = time.monotonic() + RECONCILE_INTERVAL
+            except Exception:  # keep maintaining: the next round may succeed (e.g. Redis is back)
+                log.exception("maintenance round failed")
+        stop.wait(jobs.HEARTBEAT_INTERVAL)
+
+
+def serve(app: Flask, models: list[str], burst: bool = False) -> None:
+    """Work until SIGTERM/SIGINT (a warm stop: the running job finishes first); survive Redis outages."""
+    connection = app.extensions["redis"]
+    while True:
+        worker = LlamalithWorker(jobs.worker_queues(models, connection), connection=connection, app=app)
+        try:
+            worker.work(burst=burst, logging_level="INFO")
+        except RedisError as exc:
+            log.warning("lost Redis (%s); reconnecting", exc)
+        if burst or worker._stop_requested:
+            return
+        time.sleep(1)
+
+
+def main(argv: list[str]) -> None:
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        sys.exit(f"llamalith: {exc}")
+    settings = app.config["SETTINGS"]
+    models = argv or settings.offered_models
+    unknown = [key for key in models if key not in settings.models]
+    if unknown:
+        sys.exit(f"llamalith: worker asked to serve unconfigured model(s): {', '.join(unknown)}")
+    prepare(app, models)
+    stop = threading.Event()
+    threading.Thread(target=maintain, args=(app, stop), name="maintain", daemon=True).start()
+    log.info("worker %s serving %s", app.config["WORKER_NAME"], ", ".join(models))
+    serve(app, models)
+    stop.set()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,25 @@
+"""The web process: `python wsgi.py` serves with waitress; `flask --app wsgi ...` runs commands."""
+
+import sys
+
+from config import ConfigError
+
+try:
+    from app import create_app
+
+    app = create_app()
+except ConfigError as exc:
+    sys.exit(f"llamalith: {exc}")
+
+
+def main() -> None:
+    from waitress import serve
+
+    settings = app.config["SETTINGS"]
+    print(f"Llamalith is listening on http://{settings.host}:{settings.port}{settings.base_path}/", flush=True)
+    # SSE streams hold a thread each for their whole life, hence more threads than waitress's default 4.
+    serve(app, host=settings.host, port=settings.port, threads=32, channel_timeout=300, ident="llamalith")
+
+
+if __name__ == "__main__":
+    main()
