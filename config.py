@@ -208,12 +208,15 @@ def _add_models(environ: dict, values: dict, origin: dict, from_file: bool) -> N
     instance = Path(values.get("instance_path") or ROOT / "instance")
     for key in values.get("llm_models") or [DEFAULT_MODEL_KEY]:
         variable = env_path_variable(key)
-        if environ.get(variable):
-            models[key] = {"path": _resolve(environ[variable], Path.cwd())}
-            origin[f"models.{key}"] = f"environment variable {variable}"
-        elif key == DEFAULT_MODEL_KEY:
-            models[key] = {"path": instance / "models" / DEFAULT_MODEL_FILE, "chat_format": "gemma"}
+        model = {}
+        if key == DEFAULT_MODEL_KEY:
+            model = {"path": instance / "models" / DEFAULT_MODEL_FILE, "chat_format": "gemma"}
             origin[f"models.{key}"] = f"the default model (run 'make setup' to assemble it into {instance / 'models'})"
+        if environ.get(variable):
+            model["path"] = _resolve(environ[variable], Path.cwd())
+            origin[f"models.{key}"] = f"environment variable {variable}"
+        if model:
+            models[key] = model
 
 
 def env_path_variable(key: str) -> str:

@@ -43,23 +43,18 @@ def _engine_options(url: str) -> dict:
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL lets readers run beside the writer; autocommit mode lets `_sqlite_begin` choose the lock."""
+    """WAL lets readers run beside the one writer, and writers wait for each other instead of failing.
+
+    pysqlite's default transaction handling is kept on purpose: it opens a transaction only at the first
+    write, so reads take no lock and a write never has to upgrade a read snapshot (that upgrade fails
+    with "database is locked" at once, without waiting, when another connection wrote in between)."""
     if type(dbapi_connection).__module__.startswith("sqlite3"):
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-
-
-@event.listens_for(Engine, "begin")
-def _sqlite_begin(connection) -> None:
-    """Take the write lock up front: a deferred transaction that later writes fails with
-    'database is locked' at once, without waiting, when another connection wrote in between."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:

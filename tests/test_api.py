@@ -1,0 +1,132 @@
+"""The JSON API through Flask's test client, with the real Redis, the real model and an in-process worker."""
+
+import pytest
+
+from app.models import Job, Message
+from app.extensions import db
+
+
+def submit(client, headers, **body):
+    return client.post("/chat/api/submit", json=body, headers=headers)
+
+
+def test_submit_poll_status_and_list(client, api_headers, work):
+    answer = submit(client, api_headers, user_input="Say hello.", session_id="story-123")
+    assert answer.status_code == 202
+    job_id = answer.json["job_id"]
+    assert answer.json["status"] == "queued" and answer.json["queue_position"] == 1
+
+    work()
+
+    job = client.get(f"/chat/api/jobs/{job_id}", headers=api_headers).json
+    assert job["status"] == "done" and job["result"] and job["attempts"] == 1
+    assert job["usage"]["prompt_tokens"] > 0 and job["usage"]["completion_tokens"] > 0
+    status = client.get("/chat/api/status/story-123", headers=api_headers).json
+    assert status["response"] == job["result"]
+    listed = client.get("/chat/api/jobs?conversation_id=story-123", headers=api_headers).json["jobs"]
+    assert [j["id"] for j in listed] == [job_id]
+
+
+def test_second_turn_sees_the_first_in_its_prompt(client, api_headers, work, model_cache):
+    seen = []
+    model = model_cache.get("gemma3-270m")
+    real_generate = model.generate
+
+    def spy(tokens, params, stop):  # records the prompt, then runs the real model
+        seen.append(model.llm.detokenize(tokens, special=True).decode())
+        return real_generate(tokens, params, stop)
+
+    model.generate = spy
+    try:
+        submit(client, api_headers, user_input="My name is Zorblax.", session_id="story-7",
+               system_prompt="You are a pirate.")
+        work()
+        submit(client, api_headers, user_input="What is my name?", session_id="story-7")
+        work()
+    finally:
+        del model.generate
+    first_answer = db.session.scalar(db.select(Message.content).where(Message.role == "assistant"))
+    assert "You are a pirate." in seen[0] and "My name is Zorblax." in seen[0]
+    assert "My name is Zorblax." in seen[1] and first_answer in seen[1] and "What is my name?" in seen[1]
+    assert seen[1].index("Zorblax") < seen[1].index("What is my name?")
+
+
+def test_the_model_is_loaded_once_across_jobs(client, api_headers, work, model_cache):
+    model_cache.get("gemma3-270m")
+    loads = model_cache.loads
+    for n in range(3):
+        submit(client, api_headers, user_input=f"Count to {n}.")
+    work()
+    assert model_cache.loads == loads
+    assert {job.status for job in db.session.scalars(db.select(Job))} == {"done"}
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "invalid_request"),
+    ({"user_input": ""}, "invalid_request"),
+    ({"user_input": "   "}, "invalid_request"),
+    ({"user_input": 42}, "invalid_request"),
+    ({"user_input": "hi", "max_tokens": "many"}, "invalid_request"),
+    ({"user_input": "hi", "max_tokens": 0}, "invalid_request"),
+    ({"user_input": "hi", "temperature": 9}, "invalid_request"),
+    ({"user_input": "hi", "top_p": 0}, "invalid_request"),
+    ({"user_input": "hi", "temprature": 0.5}, "invalid_request"),
+    ({"user_input": "hi", "session_id": "has spaces"}, "invalid_request"),
+    ({"user_input": "hi", "model": "nope"}, "unknown_model"),
+    ({"user_input": "word " * 5000}, "context_length_exceeded"),
+    ({"user_input": "hi", "max_tokens": 5000}, "context_length_exceeded"),
+    ([1, 2], "invalid_json"),
+])
+def test_bad_submissions_get_a_clear_400(client, api_headers, body, code):
+    answer = submit(client, api_headers, **body) if isinstance(body, dict) else \
+        client.post("/chat/api/submit", json=body, headers=api_headers)
+    assert answer.status_code == 400, answer.json
+    assert answer.json["error"]["code"] == code and answer.json["error"]["message"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 0
+
+
+def test_body_that_is_not_json(client, api_headers):
+    answer = client.post("/chat/api/submit", data="user_input=hi", headers=api_headers)
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_json"
+
+
+def test_body_over_the_size_limit(client, api_headers, app):
+    answer = client.post("/chat/api/submit", data="x" * (app.config["MAX_CONTENT_LENGTH"] + 1), headers=api_headers,
+                         content_type="application/json")
+    assert answer.status_code == 413 and answer.json["error"]["code"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"},
+                                     {"Authorization": "Basic abc"}])
+def test_missing_or_wrong_key_is_401(client, headers):
+    for path in ("/chat/api/models", "/chat/api/jobs/1", "/chat/api/jobs"):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 401 and answer.json["error"]["code"] == "unauthorized"
+
+
+def test_x_api_key_header_works(client, api_headers):
+    key = api_headers["Authorization"].removeprefix("Bearer ")
+    assert client.get("/chat/api/models", headers={"X-API-Key": key}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/chat/api/jobs/999", "/chat/api/status/nope", "/chat/api/jobs/abc",
+                                  "/chat/api/nothing-here"])
+def test_unknown_ids_are_404(client, api_headers, path):
+    answer = client.get(path, headers=api_headers)
+    assert answer.status_code == 404 and answer.json["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize("query", ["status=weird", "limit=0", "limit=abc", "limit=5000"])
+def test_bad_job_filters(client, api_headers, query):
+    answer = client.get(f"/chat/api/jobs?{query}", headers=api_headers)
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_request"
+
+
+def test_models_lists_the_default(client, api_headers):
+    models = client.get("/chat/api/models", headers=api_headers).json
+    assert models["default"] == "gemma3-270m"
+    assert models["models"][0]["id"] == "gemma3-270m" and models["models"][0]["chat_format"] == "gemma"
+
+
+def test_healthz_needs_no_key(client):
+    assert client.get("/chat/healthz").json == {"status": "ok"}
