@@ -68,6 +68,9 @@ class ModelSettings(Strict):
 
 class Settings(Strict):
     secret_key: str | None = None
+    admin_password_hash: str | None = None  # bcrypt hash; lets a user named "admin" log in (original setup)
+    login_attempts: int = Field(5, ge=1)  # failed logins per name and address per window, then 429
+    login_window: int = Field(300, ge=1)  # seconds
     development: bool = False
     base_path: str = "/chat"
     host: str = "127.0.0.1"
@@ -119,6 +122,9 @@ class Settings(Strict):
 # Environment variable -> dotted setting. The LLM_* names are the original project's and must keep working.
 ENVIRONMENT = {
     "SECRET_KEY": "secret_key",
+    "ADMIN_PASSWORD_HASH": "admin_password_hash",
+    "LOGIN_ATTEMPTS": "login_attempts",
+    "LOGIN_WINDOW": "login_window",
     "LLAMALITH_DEVELOPMENT": "development",
     "BASE_PATH": "base_path",
     "HOST": "host",
