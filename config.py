@@ -269,6 +269,6 @@ def _describe(exc: ValidationError, origin: dict) -> str:
     source = next((origin[k] for k in sorted(origin, key=len, reverse=True) if loc.startswith(k)), None)
     where = f"{loc} (from {source})" if source else loc
     value = error.get("input")
-    shown = "" if isinstance(value, (dict, list)) or value is None else f" = {value!r}"
+    shown = f" = {value!r}" if isinstance(value, (str, int, float)) else ""
     message = error["msg"].removeprefix("Value error, ")
     return f"invalid setting {where}{shown}: {message}"

@@ -1,0 +1,43 @@
+"""flask --app wsgi keys ... / users ..., through Flask's CLI runner."""
+
+import bcrypt
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import ApiKey, User
+
+
+def test_key_lifecycle(runner, client):
+    created = runner.invoke(args=["keys", "create", "n8n"])
+    assert created.exit_code == 0
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("llk_")
+    assert key not in db.session.scalar(select(ApiKey.key_hash))  # stored hashed
+    assert client.get("/chat/api/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+    listed = runner.invoke(args=["keys", "list"]).stdout
+    assert "n8n" in listed and key not in listed
+
+    assert runner.invoke(args=["keys", "create", "n8n"]).exit_code != 0  # names are unique
+    assert runner.invoke(args=["keys", "revoke", "n8n"]).exit_code == 0
+    assert client.get("/chat/api/models", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    assert runner.invoke(args=["keys", "revoke", "n8n"]).exit_code != 0
+
+
+def test_only_interactive_keys_may_jump_the_queue(runner, client):
+    batch_key = runner.invoke(args=["keys", "create", "batch"]).stdout.strip().splitlines()[-1]
+    answer = client.post("/chat/api/submit", json={"user_input": "hi", "priority": "interactive"},
+                         headers={"X-API-Key": batch_key})
+    assert answer.status_code == 403 and answer.json["error"]["code"] == "priority_not_allowed"
+    fast_key = runner.invoke(args=["keys", "create", "fast", "--interactive"]).stdout.strip().splitlines()[-1]
+    answer = client.post("/chat/api/submit", json={"user_input": "hi", "priority": "interactive"},
+                         headers={"X-API-Key": fast_key})
+    assert answer.status_code == 202 and answer.json["priority"] == "interactive"
+
+
+def test_users_create_from_stdin(runner):
+    assert runner.invoke(args=["users", "create", "alice", "--password-stdin"], input="correct horse\n").exit_code == 0
+    user = db.session.scalar(select(User).where(User.name == "alice"))
+    assert bcrypt.checkpw(b"correct horse", user.password_hash.encode())
+    short = runner.invoke(args=["users", "create", "bob", "--password-stdin"], input="short\n")
+    assert short.exit_code != 0 and "8 characters" in short.output

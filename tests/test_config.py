@@ -1,0 +1,101 @@
+"""Settings: defaults < config.json < environment, and one clear line for each bad setting."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from config import ROOT, ConfigError, load_settings
+from tests.conftest import MODEL_PATH
+
+BASE = {"SECRET_KEY": "x"}
+
+
+def test_defaults_serve_the_bundled_gemma(tmp_path):
+    settings = load_settings({**BASE, "LLAMALITH_INSTANCE": str(ROOT / "instance")})
+    assert settings.offered_models == ["gemma3-270m"]
+    assert settings.models["gemma3-270m"].chat_format == "gemma"
+    assert (settings.base_path, settings.host, settings.port) == ("/chat", "127.0.0.1", 8000)
+    assert settings.redis_address == f"unix://{ROOT / 'instance' / 'redis.sock'}"
+
+
+def test_original_config_file_format(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_paths": {"mistral": str(MODEL_PATH), "mythomax": str(MODEL_PATH)}}))
+    settings = load_settings({**BASE, "LLAMALITH_CONFIG": str(config), "LLM_MODELS": "mistral,mythomax"})
+    assert settings.offered_models == ["mistral", "mythomax"]
+    assert settings.models["mistral"].path == MODEL_PATH
+
+
+def test_config_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "x.gguf").write_bytes(b"GGUF")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_paths": {"mistral": "models/x.gguf"}}))
+    assert load_settings({**BASE, "LLAMALITH_CONFIG": str(config)}).models["mistral"].path == tmp_path / "models/x.gguf"
+
+
+def test_richer_model_form_and_environment_wins(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "models": {"tiny": {"path": str(MODEL_PATH), "chat_format": "gemma", "n_ctx": 2048,
+                            "params": {"temperature": 0.2}}},
+        "base_path": "/llm", "generation": {"top_k": 10},
+    }))
+    settings = load_settings({**BASE, "LLAMALITH_CONFIG": str(config), "BASE_PATH": "/x/", "LLM_TOP_K": "7"})
+    assert settings.models["tiny"].n_ctx == 2048 and settings.models["tiny"].params == {"temperature": 0.2}
+    assert settings.base_path == "/x" and settings.generation.top_k == 7
+
+
+def test_per_model_environment_paths(tmp_path):
+    settings = load_settings({**BASE, "LLM_MODELS": "mistral", "MISTRAL_PATH": str(MODEL_PATH), "LLM_TEMP": "0.3",
+                              "LLM_MIROS": "2", "LLM_MIROS_TAU": "4", "LLM_MIROS_ETA": "0.2",
+                              "LLM_SAFETY_MARGIN": "32", "LLM_TOP_P": "0.5", "LLM_REPEAT_PENALTY": "1.2"})
+    assert settings.models["mistral"].path == MODEL_PATH
+    generation = settings.generation
+    assert (generation.temperature, generation.mirostat_mode, generation.mirostat_tau, generation.mirostat_eta,
+            generation.top_p, generation.repeat_penalty) == (0.3, 2, 4, 0.2, 0.5, 1.2)
+    assert settings.safety_margin == 32
+
+
+@pytest.mark.parametrize("environ, config, named", [
+    ({"LLM_TEMP": "hot"}, None, "LLM_TEMP"),
+    ({"LLM_MIROS": "3"}, None, "LLM_MIROS"),
+    ({"PORT": "0"}, None, "PORT"),
+    ({"LLM_MODELS": "mistral"}, None, "LLM_MODELS"),
+    ({"LLM_MODELS": "mistral", "MISTRAL_PATH": "/nope/x.gguf"}, None, "MISTRAL_PATH"),
+    ({}, {"model_paths": {"mistral": "/nope/x.gguf"}}, "models.mistral.path"),
+    ({}, {"colour": "blue"}, "colour"),
+    ({}, {"models": {"m": {"path": str(MODEL_PATH), "n_ctx": "big"}}}, "models.m.n_ctx"),
+    ({}, {"models": {"m": {"path": str(MODEL_PATH), "params": {"temprature": 1}}}}, "temprature"),
+    ({"LLM_MODELS": "ghost"}, {"model_paths": {"mistral": str(MODEL_PATH)}}, "ghost"),
+])
+def test_bad_settings_name_themselves(tmp_path, environ, config, named):
+    environ = {**BASE, **environ}
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        environ["LLAMALITH_CONFIG"] = str(tmp_path / "config.json")
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ)
+    assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_secret_key_stops_outside_development(tmp_path):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_settings({"LLAMALITH_INSTANCE": str(tmp_path), "GEMMA3_270M_PATH": str(MODEL_PATH)})
+    assert load_settings({"LLAMALITH_INSTANCE": str(tmp_path), "GEMMA3_270M_PATH": str(MODEL_PATH),
+                          "LLAMALITH_DEVELOPMENT": "1"}).secret_key
+
+
+@pytest.mark.parametrize("command", [["wsgi.py"], ["worker.py"], ["-m", "flask", "--app", "wsgi", "keys", "list"]])
+def test_processes_exit_with_one_line(tmp_path, command):
+    environ = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x", "LLAMALITH_INSTANCE": str(tmp_path), "LLM_TEMP": "hot",
+               "GEMMA3_270M_PATH": str(MODEL_PATH)}
+    result = subprocess.run([sys.executable, *command], env=environ, cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "llamalith: invalid setting generation.temperature (from environment variable LLM_TEMP) = 'hot': "
+        "Input should be a valid number, unable to parse string as a number"
+    ]
