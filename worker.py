@@ -31,6 +31,11 @@ class LlamalithWorker(SimpleWorker):
     def __init__(self, *args, app: Flask, **kwargs):
         super().__init__(*args, **kwargs)
         self.app = app
+        self.stopping = False
+
+    def request_stop(self, signum, frame):
+        self.stopping = True  # so `serve` knows work() returned because we were asked to stop
+        super().request_stop(signum, frame)
 
     def perform_job(self, job, queue, *args, **kwargs):
         with self.app.app_context():
@@ -74,7 +79,7 @@ def serve(app: Flask, models: list[str], burst: bool = False) -> None:
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as exc:
             log.warning("lost Redis (%s); reconnecting", exc)
-        if burst or worker._stop_requested:
+        if burst or worker.stopping:
             return
         time.sleep(1)
 

@@ -119,11 +119,11 @@ class Stack:
         self.logs = tmp_path / "logs"
         self.logs.mkdir(exist_ok=True)
         self.processes: list[subprocess.Popen] = []
-        subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], env=self.env,
-                       cwd=ROOT, check=True, capture_output=True)
-        key = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "keys", "create", "stack",
-                              "--interactive"], env=self.env, cwd=ROOT, check=True, capture_output=True, text=True)
-        self.headers = {"Authorization": f"Bearer {key.stdout.strip().splitlines()[-1]}"}
+        app = create_app(load_settings(self.env))
+        with app.app_context():
+            upgrade()
+            self.headers = {"Authorization": f"Bearer {create_key('stack', interactive=True)}"}
+            db.engine.dispose()
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}-{len(self.processes)}.log", "w")

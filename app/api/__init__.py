@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__)
 
-from app.api import auth, routes  # noqa: E402,F401  (routes register themselves on bp)
+from app.api import auth, events, routes  # noqa: E402,F401  (modules register their routes on bp)
