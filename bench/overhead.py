@@ -1,0 +1,103 @@
+"""What does the queue cost? The same prompts answered by llama-cpp-python directly, then through the API
+(submit -> Redis -> one warm worker -> SSE), in one run on one machine.
+
+    .venv/bin/python bench/overhead.py [--prompts 10] [--max-tokens 64]
+
+Prints decode tokens/s both ways, their ratio, and the median per-job overhead: submit-to-first-token
+through the API minus time-to-first-token calling the model directly. Record results in docs/benchmarks.md.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import requests  # noqa: E402
+
+from config import DEFAULT_MODEL_FILE, ROOT  # noqa: E402
+from tests.sse import events  # noqa: E402
+from tests.stack import Stack, start_redis  # noqa: E402
+
+MODEL = ROOT / "instance" / "models" / DEFAULT_MODEL_FILE
+TOPICS = ["the sea", "a forest", "a city at night", "winter", "a library", "the desert", "a train", "mountains",
+          "a market", "the moon", "rain", "a lighthouse", "a garden", "a river", "an old castle", "the sky"]
+
+
+def prompts(count: int) -> list[str]:
+    return [f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}." for i in range(count)]
+
+
+def decode_rate(tokens: int, first: float, last: float) -> float:
+    return (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
+
+
+def run_direct(texts: list[str], max_tokens: int) -> list[tuple[float, float]]:
+    """(time to first token, decode tokens/s) per prompt, calling llama-cpp-python ourselves."""
+    from llama_cpp import Llama
+    from llama_cpp.llama_chat_format import format_gemma
+
+    llm = Llama(str(MODEL), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+    results = []
+    for text in ["warm-up"] + texts:
+        prompt = format_gemma(messages=[{"role": "user", "content": text}])
+        started = time.perf_counter()
+        stamps = [time.perf_counter() for _ in llm.create_completion(
+            prompt.prompt, max_tokens=max_tokens, temperature=0, stop=[prompt.stop], stream=True)]
+        results.append((stamps[0] - started, decode_rate(len(stamps), stamps[0], stamps[-1])))
+    llm.close()
+    return results[1:]
+
+
+def run_api(texts: list[str], max_tokens: int) -> list[tuple[float, float]]:
+    """(submit to first token, decode tokens/s) per prompt, through web + Redis + one worker + SSE."""
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        redis, socket = start_redis(folder)
+        environ = {"LLAMALITH_INSTANCE": str(folder / "instance"), "REDIS_URL": f"unix://{socket}",
+                   "SECRET_KEY": "bench", "GEMMA3_270M_PATH": str(MODEL), "LLM_TEMP": "0"}
+        stack = Stack(environ, folder)
+        try:
+            stack.start_web()
+            stack.start_worker()
+            results = []
+            for n, text in enumerate(["warm-up"] + texts):
+                started = time.perf_counter()
+                answer = requests.post(stack.url + "/api/submit", headers=stack.headers, timeout=30,
+                                       json={"user_input": text, "max_tokens": max_tokens, "session_id": f"b-{n}"})
+                tokens = [e.at for e in events(f"{stack.url}/api/jobs/{answer.json()['job_id']}/events",
+                                               stack.headers) if e.event == "token"]
+                results.append((tokens[0] - started, decode_rate(len(tokens), tokens[0], tokens[-1])))
+            return results[1:]
+        finally:
+            stack.stop()
+            redis.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=10)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    texts = prompts(args.prompts)
+    direct = run_direct(texts, args.max_tokens)
+    api = run_api(texts, args.max_tokens)
+    direct_rate = statistics.median(rate for _, rate in direct)
+    api_rate = statistics.median(rate for _, rate in api)
+    overheads = [(api_ttft - direct_ttft) * 1000 for (direct_ttft, _), (api_ttft, _) in zip(direct, api)]
+    print(f"prompts: {args.prompts}, max_tokens: {args.max_tokens}, cpus: {os.cpu_count()}")
+    print(f"direct llama-cpp-python: decode {direct_rate:6.1f} tok/s, "
+          f"first token {statistics.median(t for t, _ in direct) * 1000:6.1f} ms (medians)")
+    print(f"through the API        : decode {api_rate:6.1f} tok/s, "
+          f"first token {statistics.median(t for t, _ in api) * 1000:6.1f} ms (medians, from submit)")
+    print(f"decode ratio (API / direct): {api_rate / direct_rate:.3f}   (target >= 0.95)")
+    print(f"per-job overhead, median: {statistics.median(overheads):.1f} ms   (target <= 30 ms; "
+          f"min {min(overheads):.1f}, max {max(overheads):.1f})")
+
+
+if __name__ == "__main__":
+    main()

