@@ -1,0 +1,23 @@
+// The few behaviours htmx does not cover. Loaded as a file (no inline script), so a strict CSP stays possible.
+
+// Enter sends the message; Shift+Enter starts a new line (and Enter while an IME is composing is left alone).
+document.addEventListener("keydown", (event) => {
+  const box = event.target;
+  if (event.key !== "Enter" || event.shiftKey || event.isComposing || !box.matches("textarea[data-enter-sends]")) {
+    return;
+  }
+  event.preventDefault();
+  box.form.requestSubmit();
+});
+
+// While an answer grows, keep its newest line in view, unless the reader has scrolled up to read.
+let followingTheEnd = false;
+document.addEventListener("htmx:beforeSwap", () => {
+  const page = document.documentElement;
+  followingTheEnd = window.innerHeight + window.scrollY >= page.scrollHeight - 64;
+});
+document.addEventListener("htmx:afterSettle", (event) => {
+  if (followingTheEnd && event.target.closest(".messages")) {
+    window.scrollTo({ top: document.documentElement.scrollHeight });
+  }
+});
