@@ -1,0 +1,180 @@
+"""The chat page: sending (with and without JavaScript), validation, the answer bubble in every state, Stop."""
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from app import jobs, streams
+from app.extensions import db
+from app.models import Conversation, Job, JobStatus, Message, Priority
+
+MODEL = "gemma3-270m"
+
+
+def send(client, conversation_id: str, prompt: str, htmx: bool = True, **fields):
+    data = {"prompt": prompt, "model": MODEL, **fields}
+    url = f"/chat/conversations/{conversation_id}/messages"
+    if htmx:
+        return client.htmx("POST", url, data=data)
+    return client.post(url, data={**data, "csrf_token": client.csrf_token("/chat/conversations")})
+
+
+def job_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(Job))
+
+
+def bubble(html: str, job_id: int) -> str:
+    return re.search(rf'<li id="job-{job_id}".*?</li>', html, re.S).group(0)
+
+
+def test_a_new_conversation_page_sends_to_a_fresh_id(signed_in):
+    page = signed_in.get("/chat/conversations/new").text
+    assert "<h1 id=\"chat-title\">New conversation</h1>" in page
+    action = re.search(r'id="composer" class="composer" method="post" action="([^"]+)"', page).group(1)
+    assert re.fullmatch(r"/chat/conversations/ui-[0-9a-f]{16}/messages", action)
+    assert f'<option selected value="{MODEL}">' in page
+    assert db.session.scalar(select(func.count()).select_from(Conversation)) == 0  # nothing stored yet
+
+
+def test_sending_with_htmx_shows_the_prompt_and_a_polling_answer(signed_in, user):
+    answer = send(signed_in, "ui-abc", "Tell me a *story*\r\nplease", system_prompt="Be brief.")
+    assert answer.status_code == 200
+    job = db.session.scalar(select(Job))
+    assert (job.conversation_id, job.user_input, job.system_prompt) == ("ui-abc", "Tell me a *story*\nplease", "Be brief.")
+    assert (job.priority, job.user_id, job.params) == (Priority.INTERACTIVE.value, user.id, {})
+    assert db.session.get(Conversation, "ui-abc").user_id == user.id
+
+    html = answer.text
+    assert '<li class="bubble user"><p class="text">Tell me a *story*\nplease</p></li>' in html
+    assert f'hx-get="/chat/jobs/{job.id}/answer" hx-trigger="every 1s"' in bubble(html, job.id)
+    assert "Waiting in the queue (position 1)" in html and "Stop" in html
+    # a fresh, empty form that keeps the chosen model and system prompt, and the title, out of band
+    form = re.search(r'<form id="composer".*?</form>', html, re.S).group(0)
+    assert 'hx-swap-oob="true"' in form and "Be brief.</textarea>" in form and "please</textarea>" not in form
+    assert '<h1 id="chat-title" hx-swap-oob="true">Tell me a *story* please</h1>' in html
+    assert answer.headers["HX-Replace-Url"] == "/chat/conversations/ui-abc"
+
+
+def test_sending_without_javascript_redirects_to_the_answer(signed_in):
+    answer = send(signed_in, "ui-abc", "Hello there", htmx=False)
+    job = db.session.scalar(select(Job))
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == f"/chat/conversations/ui-abc#job-{job.id}"
+    page = signed_in.get(answer.headers["Location"]).text
+    assert "Hello there" in page and 'id="job-1"' in page
+    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page  # reloads itself meanwhile
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({"prompt": ""}, "Write a message first."),
+    ({"prompt": "  \r\n "}, "Write a message first."),
+    ({"model": "gpt-17"}, "Unknown model &#39;gpt-17&#39;; available: gemma3-270m."),
+    ({"prompt": "word " * 5000}, "the system prompt and input take 5010 tokens, but model"),
+])
+@pytest.mark.parametrize("htmx", [True, False])
+def test_a_refused_prompt_is_explained_on_the_form_and_stores_nothing(signed_in, fields, error, htmx):
+    answer = send(signed_in, "ui-abc", **{"prompt": "hi", **fields}, htmx=htmx)
+    assert answer.status_code == 422
+    assert re.search(r"<p class=\"alert\" role=\"alert\">[^<]*" + re.escape(error), answer.text), answer.text[:2000]
+    assert ("<html" in answer.text) is not htmx
+    assert 'hx-swap-oob="true"' in answer.text if htmx else "<h1" in answer.text
+    assert job_count() == 0
+
+
+def test_an_impossible_conversation_id_is_404(signed_in):
+    assert send(signed_in, "has spaces", "hi").status_code == 404
+    assert job_count() == 0
+
+
+def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | None = None, **job_fields) -> Job:
+    """A turn as the worker leaves it (written directly, to reach each state without waiting for one)."""
+    if db.session.get(Conversation, conversation_id) is None:
+        db.session.add(Conversation(id=conversation_id, title=prompt))
+    job = Job(conversation_id=conversation_id, user_input=prompt, model=MODEL, status=status.value, **job_fields)
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(Message(conversation_id=conversation_id, role="user", content=prompt, job_id=job.id))
+    if reply is not None:
+        db.session.add(Message(conversation_id=conversation_id, role="assistant", content=reply, job_id=job.id))
+    db.session.commit()
+    return job
+
+
+def test_the_history_shows_every_state_in_turn_order(signed_in):
+    done = add_turn("c", "First", JobStatus.DONE, "The **first** answer", result="The **first** answer",
+                    completion_tokens=4)
+    failed = add_turn("c", "Second", JobStatus.ERROR, error="the model could not be loaded", error_code="model_load_failed")
+    stopped = add_turn("c", "Third", JobStatus.CANCELLED, "Half an ans", result="Half an ans")
+    running = add_turn("c", "Fourth", JobStatus.PROCESSING)
+    streams.TokenWriter(signed_in.application.extensions["redis"], running.id, 100).append("Partial tok")
+    waiting = add_turn("c", "Fifth", JobStatus.QUEUED)
+
+    page = signed_in.get("/chat/conversations/c").text
+    order = [m.group(1) or f"job {m.group(2)}"
+             for m in re.finditer(r'<p class="text">([^<]+)</p>|<li id="job-(\d+)"', page)]
+    assert order == ["First", f"job {done.id}", "Second", f"job {failed.id}", "Third", f"job {stopped.id}",
+                     "Fourth", f"job {running.id}", "Fifth", f"job {waiting.id}"]
+
+    assert "<strong>first</strong>" in bubble(page, done.id) and "4 tokens" in bubble(page, done.id)
+    assert "the model could not be loaded" in bubble(page, failed.id)
+    assert "Half an ans" in bubble(page, stopped.id) and "Stopped: the text above" in bubble(page, stopped.id)
+    assert "Partial tok" in bubble(page, running.id)  # from the live token stream
+    assert "Waiting in the queue (position 1)" in bubble(page, waiting.id)
+    for finished in (done, failed, stopped):
+        assert "hx-trigger" not in bubble(page, finished.id) and "Stop</button>" not in bubble(page, finished.id)
+    for unfinished in (running, waiting):
+        assert 'hx-trigger="every 1s"' in bubble(page, unfinished.id) and "Stop</button>" in bubble(page, unfinished.id)
+
+
+def test_the_answer_polls_until_the_real_model_has_answered(signed_in, work):
+    send(signed_in, "ui-abc", "Say hello.")
+    job = db.session.scalar(select(Job))
+    polling = signed_in.get(f"/chat/jobs/{job.id}/answer", headers={"HX-Request": "true"})
+    assert 'hx-trigger="every 1s"' in polling.text and "<html" not in polling.text
+
+    work()
+
+    final = signed_in.get(f"/chat/jobs/{job.id}/answer", headers={"HX-Request": "true"}).text
+    reply = db.session.scalar(select(Message).where(Message.role == "assistant"))
+    assert job.status == "done" and reply.content
+    assert "hx-trigger" not in final and 'data-status="done"' in final
+    page = signed_in.get("/chat/conversations/ui-abc").text
+    assert "noscript" not in page  # nothing pending: no self-reload
+    assert f"{job.model} · job {job.id} · {job.completion_tokens} tokens" in page
+
+
+def test_the_answer_url_sends_a_browser_to_the_conversation(signed_in):
+    job = add_turn("c", "First", JobStatus.QUEUED)
+    answer = signed_in.get(f"/chat/jobs/{job.id}/answer")
+    assert answer.status_code == 302 and answer.headers["Location"] == f"/chat/conversations/c#job-{job.id}"
+
+
+def test_stop_cancels_a_queued_job_and_shows_it_stopped(signed_in, user):
+    send(signed_in, "ui-abc", "Write a long story.")
+    job = db.session.scalar(select(Job))
+    answer = signed_in.htmx("POST", f"/chat/jobs/{job.id}/stop")
+    assert answer.status_code == 200
+    assert 'data-status="cancelled"' in answer.text and "Stopped before any text was written." in answer.text
+    assert "hx-trigger" not in answer.text
+    db.session.expire_all()
+    assert job.status == "cancelled"
+
+
+def test_stop_on_a_finished_job_shows_how_it_ended(signed_in):
+    job = add_turn("c", "First", JobStatus.DONE, "All done", result="All done")
+    answer = signed_in.htmx("POST", f"/chat/jobs/{job.id}/stop")
+    assert answer.status_code == 200 and "All done" in answer.text and 'data-status="done"' in answer.text
+
+
+def test_stop_without_javascript_returns_to_the_conversation(signed_in):
+    job = add_turn("c", "First", JobStatus.QUEUED)
+    answer = signed_in.post(f"/chat/jobs/{job.id}/stop", data={"csrf_token": signed_in.csrf_token("/chat/conversations")})
+    assert answer.status_code == 303 and answer.headers["Location"] == f"/chat/conversations/c#job-{job.id}"
+
+
+def test_the_form_continues_with_the_last_model_and_system_prompt(signed_in):
+    add_turn("c", "First", JobStatus.DONE, "ok", system_prompt="You are a pirate.")
+    page = signed_in.get("/chat/conversations/c").text
+    assert "\nYou are a pirate.</textarea>" in page and "<details open>" in page
+    assert f'<option selected value="{MODEL}">' in page

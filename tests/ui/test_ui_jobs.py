@@ -1,0 +1,72 @@
+"""The jobs table (filter, self-refresh while work is active) and a job's detail page."""
+
+import re
+from datetime import datetime, timedelta
+
+from app.extensions import db
+from app.models import JobStatus
+
+from .test_ui_chat import add_turn
+
+
+def listed(html: str) -> list[tuple[str, str]]:
+    return re.findall(r'<tr id="job-row-(\d+)" data-status="(\w+)">', html)
+
+
+def test_the_table_lists_jobs_newest_first_with_their_facts(signed_in):
+    started = datetime(2026, 1, 1, 12, 0, 0)
+    done = add_turn("c", "Tell me a story", JobStatus.DONE, "Once", created_at=started, started_at=started,
+                    processed_at=started + timedelta(seconds=2.5), prompt_tokens=12, completion_tokens=8)
+    failed = add_turn("c", "Again", JobStatus.ERROR, error="boom")
+    page = signed_in.get("/chat/jobs").text
+    assert listed(page) == [(str(failed.id), "error"), (str(done.id), "done")]
+    row = re.search(rf'<tr id="job-row-{done.id}".*?</tr>', page, re.S).group(0)
+    for fact in (f'href="/chat/jobs/{done.id}"', 'href="/chat/conversations/c">Tell me a story</a>', "gemma3-270m",
+                 '<span class="status done">done</span>', "2026-01-01 12:00:00 UTC", "2.5 s", "12 / 8"):
+        assert fact in row
+
+
+def test_the_status_filter(signed_in):
+    add_turn("c", "One", JobStatus.DONE, "ok")
+    waiting = add_turn("c", "Two", JobStatus.QUEUED)
+    assert listed(signed_in.get("/chat/jobs?status=queued").text) == [(str(waiting.id), "queued")]
+    assert "No cancelled jobs." in signed_in.get("/chat/jobs?status=cancelled").text
+    assert signed_in.get("/chat/jobs?status=weird").status_code == 400
+
+
+def test_the_table_refreshes_itself_only_while_a_job_is_active(signed_in):
+    add_turn("c", "One", JobStatus.DONE, "ok")
+    idle = signed_in.get("/chat/jobs").text
+    assert "hx-trigger" not in re.search(r'<div id="jobs-table".*?>', idle, re.S).group(0)
+
+    waiting = add_turn("c", "Two", JobStatus.QUEUED)
+    busy = signed_in.get("/chat/jobs?status=queued", headers={"HX-Request": "true"}).text
+    assert busy.lstrip().startswith('<div id="jobs-table"') and "<html" not in busy
+    assert re.search(r"hx-get=\"/chat/jobs\?status=queued\"\s+hx-trigger=\"every 2s\"", busy)
+
+    waiting.status = JobStatus.DONE.value
+    db.session.commit()
+    settled = signed_in.get("/chat/jobs?status=done", headers={"HX-Request": "true"}).text
+    assert "hx-trigger" not in settled and len(listed(settled)) == 2
+
+
+def test_the_detail_shows_input_system_prompt_params_result_error_and_attempts(signed_in):
+    job = add_turn("c", "Write <b>bold</b>", JobStatus.ERROR, "Partial **text**", system_prompt="Be terse.",
+                   params={"max_tokens": 50, "temperature": 0.2}, error="generation took too long",
+                   error_code="timeout", attempts=2, worker="host:42")
+    page = signed_in.get(f"/chat/jobs/{job.id}").text
+    for fact in ("Job #1", '<span class="status error">error</span>', "Write &lt;b&gt;bold&lt;/b&gt;", "Be terse.",
+                 '"max_tokens": 50', '"temperature": 0.2', "Partial <strong>text</strong>",
+                 "generation took too long <code>timeout</code>", "2 (last by worker host:42)"):
+        assert fact in page
+    assert "hx-trigger" not in page
+
+
+def test_the_detail_of_an_unfinished_job_refreshes_as_a_whole(signed_in):
+    job = add_turn("c", "Hi", JobStatus.QUEUED)
+    page = signed_in.get(f"/chat/jobs/{job.id}").text
+    assert f'<section id="job-detail" hx-get="/chat/jobs/{job.id}" hx-trigger="every 1s"' in page
+    assert page.count("hx-trigger") == 1  # the answer inside does not poll on its own
+    fragment = signed_in.get(f"/chat/jobs/{job.id}", headers={"HX-Request": "true"}).text
+    assert fragment.lstrip().startswith('<section id="job-detail"')
+    assert signed_in.get("/chat/jobs/999").status_code == 404
