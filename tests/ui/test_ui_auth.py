@@ -155,3 +155,10 @@ def test_every_page_puts_the_token_where_htmx_sends_it(signed_in):
     page = signed_in.get("/chat/conversations").text
     token = signed_in.csrf_token("/chat/conversations")
     assert f"""hx-headers='{{"X-CSRFToken": "{token}"}}'""" in page
+
+
+def test_an_error_page_outside_the_app_leaves_the_session_cookie_alone(browser):
+    """Browsers ask for /favicon.ico, outside BASE_PATH where the session cookie is not sent; a new session
+    set there (with the cookie's path) would replace the visitor's and break their CSRF token."""
+    answer = browser.get("/favicon.ico")
+    assert answer.status_code == 404 and "Set-Cookie" not in answer.headers

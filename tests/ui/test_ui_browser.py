@@ -1,0 +1,125 @@
+"""End to end in Chromium against real processes: `python wsgi.py`, `python worker.py` with the real model,
+Redis and SQLite. Nothing is mocked; the test only waits for what a person would see."""
+
+import re
+import sqlite3
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from .conftest import NAME, PASSWORD
+from .test_ui_render import ATTACKS
+
+ANSWER_TIMEOUT = 180_000  # ms; the model shares the CPU with everything else in CI
+
+
+def send(page, prompt: str) -> None:
+    box = page.get_by_label("Message")
+    box.fill(prompt)
+    box.press("Enter")
+
+
+def test_chat_answers_live_and_the_history_survives_a_reload(signed_in_page, web):
+    page = signed_in_page
+    web.start_worker()
+    page.get_by_role("link", name="New conversation").click()
+    page.evaluate("window.__samePage = true")
+
+    send(page, "Say hello to Alice.")
+    expect(page.locator(".bubble.user")).to_have_text("Say hello to Alice.")
+    answer = page.locator(".bubble.assistant")
+    expect(answer).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
+    text = answer.locator(".markdown").inner_text()
+    assert text.strip()
+    assert page.evaluate("window.__samePage") is True  # no page load happened on the way
+    expect(page).to_have_url(re.compile(r"/chat/conversations/ui-[0-9a-f]{16}$"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Say hello to Alice.")
+
+    box = page.get_by_label("Message")  # a fresh, empty form: Shift+Enter is a new line, not a send
+    expect(box).to_have_value("")
+    box.press_sequentially("line one")
+    box.press("Shift+Enter")
+    box.press_sequentially("line two")
+    expect(box).to_have_value("line one\nline two")
+    expect(page.locator(".bubble.user")).to_have_count(1)
+
+    page.reload()
+    assert page.evaluate("window.__samePage") is None
+    expect(page.locator(".bubble.user")).to_have_text("Say hello to Alice.")
+    expect(page.locator(".bubble.assistant .markdown")).to_have_text(text)
+
+    page.get_by_role("link", name="Jobs").click()
+    row = page.locator("tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_have_attribute("data-status", "done")
+    expect(row).to_contain_text("Say hello to Alice.")
+    page.go_back()
+    expect(page.locator(".bubble.assistant .markdown")).to_have_text(text)
+
+
+def test_a_visitor_is_sent_to_login_and_a_wrong_password_is_refused(page, web):
+    page.goto(web.url + "/jobs")
+    expect(page).to_have_url(re.compile(r"/chat/login\?next=/chat/jobs$"))
+
+    page.get_by_label("Name").fill(NAME)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong name or password.")
+    expect(page).to_have_url(re.compile(r"/chat/login"))
+
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(web.url + "/jobs")
+
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/chat/login$"))
+    page.goto(web.url + "/conversations")
+    expect(page).to_have_url(re.compile(r"/chat/login\?next="))
+
+
+def test_stop_ends_a_running_answer_and_keeps_its_text(signed_in_page, web):
+    page = signed_in_page
+    web.start_worker(env={"LLM_MAX_TOKENS": "400"})  # long enough to still be running when Stop is pressed
+    page.goto(web.url + "/conversations/new")
+    send(page, "Write a very long story about a lighthouse keeper and her cat.")
+
+    answer = page.locator(".bubble.assistant")
+    expect(answer.locator(".markdown")).to_be_visible(timeout=ANSWER_TIMEOUT)  # the first tokens are in
+    expect(answer).to_have_attribute("data-status", "processing")
+    answer.get_by_role("button", name="Stop").click()
+
+    expect(answer).to_have_attribute("data-status", "cancelled", timeout=30_000)
+    expect(answer).to_contain_text("Stopped: the text above is what was written until then.")
+    expect(answer.get_by_role("button", name="Stop")).to_have_count(0)
+    job = web.get(f"/api/jobs/{answer.get_attribute('data-job-id')}")
+    assert job["status"] == "cancelled" and job["result"]
+    assert job["usage"]["completion_tokens"] < 400
+
+
+def finish_job_with(stack, job_id: str, text: str) -> None:
+    """Write an answer as the worker would, straight into the stack's database: a model's output we choose."""
+    database = Path(stack.env["LLAMALITH_INSTANCE"]) / "llamalith.db"
+    with sqlite3.connect(database, timeout=30) as connection:
+        connection.execute("UPDATE jobs SET status = 'done', result = ?, started_at = CURRENT_TIMESTAMP, "
+                           "processed_at = CURRENT_TIMESTAMP WHERE id = ?", (text, job_id))
+        connection.execute("INSERT INTO messages (conversation_id, role, content, created_at, job_id) "
+                           "SELECT conversation_id, 'assistant', ?, CURRENT_TIMESTAMP, id FROM jobs WHERE id = ?",
+                           (text, job_id))
+
+
+def test_markup_in_prompts_and_answers_stays_text(signed_in_page, web):
+    page = signed_in_page
+    page.goto(web.url + "/conversations/new")
+    prompt = "\n".join(ATTACKS)
+    send(page, prompt)
+    prompt_bubble, answer = page.locator(".bubble.user"), page.locator(".bubble.assistant")
+    expect(answer).to_have_attribute("data-status", "queued")  # no worker: the answer is ours to write
+
+    finish_job_with(web, answer.get_attribute("data-job-id"), "\n\n".join(ATTACKS))
+    expect(answer).to_have_attribute("data-status", "done")  # arrived through the polling partial
+    for _ in ("live", "after a reload"):
+        assert prompt_bubble.inner_text() == prompt
+        assert answer.locator(".markdown").inner_text().split("\n\n") == ATTACKS
+        expect(page.locator(".bubble img, .bubble script")).to_have_count(0)
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        page.reload()
