@@ -82,11 +82,13 @@ class Settings(Strict):
     llm_models: list[str] = Field(default_factory=list)
     generation: GenerationParams = Field(default_factory=GenerationParams)
     safety_margin: int = Field(64, ge=0)
+    threads: int | None = Field(None, ge=1)  # llama.cpp threads for models without their own n_threads
     max_loaded_models: int = Field(2, ge=1)
     job_timeout: int = Field(600, ge=1)
     max_queue_wait: int = Field(24 * 3600, ge=1)
     max_attempts: int = Field(3, ge=1)
     batch_aging: int = Field(120, ge=1)
+    reconcile_interval: float = Field(10, gt=0, le=60)
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
 
     @field_validator("base_path")
@@ -142,11 +144,13 @@ ENVIRONMENT = {
     "LLM_MIROS_TAU": "generation.mirostat_tau",
     "LLM_MIROS_ETA": "generation.mirostat_eta",
     "LLM_SAFETY_MARGIN": "safety_margin",
+    "LLM_THREADS": "threads",
     "LLM_MAX_LOADED_MODELS": "max_loaded_models",
     "JOB_TIMEOUT": "job_timeout",
     "MAX_QUEUE_WAIT": "max_queue_wait",
     "MAX_ATTEMPTS": "max_attempts",
     "BATCH_AGING": "batch_aging",
+    "RECONCILE_INTERVAL": "reconcile_interval",
     "MAX_REQUEST_BYTES": "max_request_bytes",
 }
 

@@ -17,13 +17,10 @@ from redis import RedisError
 from rq import SimpleWorker
 
 from app import create_app, jobs
-from app.llm import ModelCache
+from app.llm import ModelCache, ModelLoadError
 from config import ConfigError
 
 log = logging.getLogger("llamalith.worker")
-
-RECONCILE_INTERVAL = 10  # seconds
-
 
 class LlamalithWorker(SimpleWorker):
     """Runs each job inside its own app context, so the job's database session ends with it."""
@@ -34,7 +31,9 @@ class LlamalithWorker(SimpleWorker):
         self.stopping = False
 
     def request_stop(self, signum, frame):
-        self.stopping = True  # so `serve` knows work() returned because we were asked to stop
+        # The running job sees this between tokens and goes back to the queue (jobs.run), so a stop is quick.
+        self.app.extensions["stopping"].set()
+        self.stopping = True
         super().request_stop(signum, frame)
 
     def perform_job(self, job, queue, *args, **kwargs):
@@ -42,19 +41,24 @@ class LlamalithWorker(SimpleWorker):
             return super().perform_job(job, queue, *args, **kwargs)
 
 
-def prepare(app: Flask, models: list[str], name: str | None = None) -> ModelCache:
+def prepare(app: Flask, models: list[str], name: str | None = None, cache: ModelCache | None = None) -> ModelCache:
     """Load the served models (up to the cache's capacity) before taking any job."""
     settings = app.config["SETTINGS"]
-    cache = ModelCache(settings.models, capacity=settings.max_loaded_models)
+    cache = cache or ModelCache(settings.models, capacity=settings.max_loaded_models, threads=settings.threads)
     for key in models[: settings.max_loaded_models]:
-        cache.get(key)
+        try:
+            cache.get(key)
+        except ModelLoadError as exc:  # its jobs will end as errors saying so; other models still work
+            log.error("%s", exc)
     app.extensions["llm"] = cache
+    app.extensions["stopping"] = threading.Event()
     app.config["WORKER_NAME"] = name or f"{socket.gethostname()}:{os.getpid()}"
     return cache
 
 
 def maintain(app: Flask, stop: threading.Event) -> None:
     """Heartbeat the running job every few seconds; reconcile at start and every RECONCILE_INTERVAL."""
+    interval = app.config["SETTINGS"].reconcile_interval
     next_reconcile = 0.0
     while not stop.is_set():
         with app.app_context():
@@ -64,10 +68,10 @@ def maintain(app: Flask, stop: threading.Event) -> None:
                     counts = jobs.reconcile()
                     if any(counts.values()):
                         log.info("reconciled: %s", counts)
-                    next_reconcile = time.monotonic() + RECONCILE_INTERVAL
+                    next_reconcile = time.monotonic() + interval
             except Exception:  # keep maintaining: the next round may succeed (e.g. Redis is back)
                 log.exception("maintenance round failed")
-        stop.wait(jobs.HEARTBEAT_INTERVAL)
+        stop.wait(min(jobs.HEARTBEAT_INTERVAL, interval))
 
 
 def serve(app: Flask, models: list[str], burst: bool = False) -> None:

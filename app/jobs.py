@@ -18,6 +18,8 @@ from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker
 from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import aliased
 
 from app import streams
@@ -31,7 +33,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 5  # seconds between a worker's heartbeats for its running job
 HEARTBEAT_STALE = 20  # a processing job without a heartbeat for this long has lost its worker
 RETRY_BACKOFF = 2  # seconds before the first retry; doubles with every attempt
-PENDING_IN_REDIS = {RQStatus.QUEUED, RQStatus.STARTED, RQStatus.DEFERRED, RQStatus.SCHEDULED}
+# A queued row whose RQ job is "started" was popped by a worker that died (or is claiming it right now:
+# the duplicate that re-enqueuing then makes is skipped by the claim), so only these count as waiting.
+WAITING_IN_REDIS = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED}
 
 
 def settings() -> Settings:
@@ -66,11 +70,7 @@ def submit(conversation_id: str, user_input: str, model: str, system_prompt: str
            priority: str = Priority.BATCH.value, api_key_id: int | None = None, user_id: int | None = None) -> Job:
     """Commit the job and its user message, then enqueue. If Redis is down the job is still accepted:
     the reconciler enqueues it when Redis is back."""
-    conversation = db.session.get(Conversation, conversation_id)
-    if conversation is None:
-        conversation = Conversation(id=conversation_id, title=_title(user_input), user_id=user_id)
-        db.session.add(conversation)
-    conversation.updated_at = utcnow()
+    _ensure_conversation(conversation_id, _title(user_input), user_id)
     job = Job(conversation_id=conversation_id, user_input=user_input, model=model, system_prompt=system_prompt,
               params=params, priority=priority, api_key_id=api_key_id, user_id=user_id)
     db.session.add(job)
@@ -79,6 +79,15 @@ def submit(conversation_id: str, user_input: str, model: str, system_prompt: str
     db.session.commit()
     enqueue(job)
     return job
+
+
+def _ensure_conversation(conversation_id: str, title: str, user_id: int | None) -> None:
+    """Create the conversation unless it exists; an upsert, because two first turns may arrive at once."""
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
+    now = utcnow()
+    db.session.execute(insert(Conversation).values(id=conversation_id, title=title, user_id=user_id, created_at=now,
+                                                   updated_at=now).on_conflict_do_nothing(index_elements=["id"]))
+    db.session.execute(update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now))
 
 
 def _title(text: str) -> str:
@@ -156,6 +165,9 @@ def _generate(job: Job, attempt: int) -> str:
             if writer.append(piece):
                 status = JobStatus.CANCELLED
                 break
+            if current_app.extensions["stopping"].is_set():
+                status = JobStatus.QUEUED
+                break
             if time.monotonic() > deadline:
                 status, code = JobStatus.ERROR, "timeout"
                 message = f"generation took longer than JOB_TIMEOUT ({settings().job_timeout} s); partial text kept"
@@ -171,9 +183,25 @@ def _generate(job: Job, attempt: int) -> str:
     except Exception as exc:  # a model failure must end the job, not leave it processing
         log.exception("job %s failed", job.id)
         status, code, message = JobStatus.ERROR, "generation_failed", f"generation failed: {exc}"
+    if status == JobStatus.QUEUED:
+        _requeue(job, attempt)
+        return status.value
     _finish(job, attempt, status, "".join(pieces), code, message, **usage)
     writer.finish(status.value)
     return status.value
+
+
+def _requeue(job: Job, attempt: int) -> None:
+    """The worker is shutting down: hand the job back at once; an attempt cut short this way is not counted."""
+    requeued = db.session.execute(
+        update(Job).where(Job.id == job.id, Job.status == JobStatus.PROCESSING.value, Job.attempts == attempt)
+        .values(status=JobStatus.QUEUED.value, attempts=attempt - 1, worker=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if requeued:
+        log.info("job %s handed back to the queue: the worker is stopping", job.id)
+        enqueue(job)
 
 
 def effective_params(job: Job) -> GenerationParams:
@@ -334,7 +362,7 @@ def _pending_in(job: Job, queue: str) -> bool:
         rq_job = RQJob.fetch(rq_id(job.id), connection=redis())
     except Exception:  # NoSuchJobError, or a hash left half-written by a wipe
         return False
-    return rq_job.get_status(refresh=False) in PENDING_IN_REDIS and rq_job.origin == queue
+    return rq_job.get_status(refresh=False) in WAITING_IN_REDIS and rq_job.origin == queue
 
 
 # Visibility ----------------------------------------------------------------------------------------

@@ -33,8 +33,10 @@ class TokenWriter:
         self.broken = False
 
     def start(self, attempt: int) -> None:
-        # A retried attempt starts from scratch; readers drop what they had when they see `reset`.
-        if attempt > 1:
+        # A job run again (after a crash or a worker stop) starts from scratch; readers drop what they had
+        # when they see `reset`.
+        existing = self._send(lambda p: p.exists(stream_key(self.job_id)))
+        if existing and existing[0]:
             self._send(lambda p: p.xadd(stream_key(self.job_id), {"reset": str(attempt)}))
 
     def append(self, text: str) -> bool:

@@ -88,8 +88,7 @@ def work(app, model_cache):
     """Run every queued job with an in-process worker (rq burst mode) and the real model."""
     import worker
 
-    app.extensions["llm"] = model_cache
-    app.config["WORKER_NAME"] = "test-worker"
+    worker.prepare(app, [DEFAULT_MODEL_KEY], name="test-worker", cache=model_cache)
 
     def work_all() -> None:
         worker.serve(app, [DEFAULT_MODEL_KEY], burst=True)
@@ -103,3 +102,4 @@ def stack(environ, tmp_path):
     stack = Stack(environ, tmp_path)
     yield stack
     stack.stop()
+    print(stack.log_text())  # pytest shows it when the test failed

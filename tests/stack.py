@@ -45,9 +45,17 @@ class Stack:
         return process
 
     def start_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        serving = self.log_text().count(" serving ")
         process = self.start("worker", "worker.py", *args, env=env)
-        wait_for(lambda: "serving" in self.log_text(), timeout=60)
+        wait_for(lambda: self.log_text().count(" serving ") > serving, timeout=60)
         return process
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        """Read the stack's SQLite database directly (what the processes stored, not what the API says)."""
+        import sqlite3
+
+        with sqlite3.connect(Path(self.env["LLAMALITH_INSTANCE"]) / "llamalith.db", timeout=30) as connection:
+            return connection.execute(sql, args).fetchall()
 
     def log_text(self) -> str:
         return "".join(path.read_text() for path in sorted(self.logs.iterdir()))

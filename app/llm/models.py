@@ -60,8 +60,10 @@ class ModelCache:
     `vocab_only` caches tokenizers only (the web process uses them to reject inputs that cannot fit).
     """
 
-    def __init__(self, models: dict[str, ModelSettings], capacity: int, vocab_only: bool = False):
+    def __init__(self, models: dict[str, ModelSettings], capacity: int, vocab_only: bool = False,
+                 threads: int | None = None):
         self.models, self.capacity, self.vocab_only = models, capacity, vocab_only
+        self.threads = threads or os.cpu_count()
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self.loads = 0
         self.lock = threading.Lock()
@@ -88,7 +90,7 @@ class ModelCache:
                 model_path=str(settings.path),
                 n_ctx=settings.n_ctx,
                 n_batch=settings.n_batch,
-                n_threads=settings.n_threads or os.cpu_count(),
+                n_threads=settings.n_threads or self.threads,
                 vocab_only=self.vocab_only,
                 verbose=False,
             )

@@ -1,0 +1,83 @@
+"""app/jobs.py and app/llm in-process: the real model and Redis, a burst worker, hand-made failures."""
+
+from datetime import timedelta
+
+from flask_migrate import upgrade
+
+import worker
+from app import create_app, jobs
+from app.extensions import db
+from app.llm import ContextTooLong, Turn, fit_prompt
+from app.models import Job, Message, utcnow
+from config import load_settings
+
+import pytest
+
+
+def test_unreadable_gguf_fails_once_and_is_not_retried(environ, tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf at all")
+    app = create_app(load_settings({**environ, "LLM_MODELS": "broken", "BROKEN_PATH": str(broken)}))
+    with app.app_context():
+        upgrade()
+        worker.prepare(app, ["broken"], name="test-worker")
+        job = jobs.submit("c-1", "hello", "broken", None, {})
+        worker.serve(app, ["broken"], burst=True)
+        jobs.reconcile()
+        db.session.expire_all()
+        job = db.session.get(Job, job.id)
+        assert (job.status, job.error_code, job.attempts) == ("error", "model_load_failed", 1)
+        assert "broken.gguf" in job.error
+        db.engine.dispose()
+
+
+def test_lost_worker_is_retried_with_backoff_then_given_up(app):
+    job = jobs.submit("c-2", "hello", "gemma3-270m", None, {})
+    stale = utcnow() - timedelta(seconds=jobs.HEARTBEAT_STALE + 1)
+    for attempt in range(1, app.config["SETTINGS"].max_attempts + 1):
+        db.session.execute(db.update(Job).values(status="processing", attempts=attempt, heartbeat_at=stale,
+                                                 worker="gone"))
+        db.session.commit()
+        jobs.reconcile()
+        db.session.refresh(job)
+        if attempt < app.config["SETTINGS"].max_attempts:
+            assert job.status == "queued" and job.retry_at > utcnow() + timedelta(seconds=2 ** attempt - 1)
+    assert (job.status, job.error_code) == ("error", "worker_lost")
+
+
+def test_duplicate_delivery_runs_once(app, work):
+    job = jobs.submit("c-3", "hello", "gemma3-270m", None, {})
+    jobs.enqueue(job)  # the same job twice on the queue, as after a reconcile race
+    work()
+    db.session.refresh(job)
+    assert job.status == "done" and job.attempts == 1
+    assert db.session.scalar(db.select(db.func.count()).select_from(Message).where(Message.role == "assistant")) == 1
+
+
+def test_a_job_redis_never_got_is_enqueued_by_the_reconciler(app, work):
+    app.extensions["redis"].close()
+    good_redis = app.extensions["redis"]
+    app.extensions["redis"] = type(good_redis).from_url("redis://127.0.0.1:1")  # nothing listens there
+    job = jobs.submit("c-4", "hello", "gemma3-270m", None, {})
+    assert job.status == "queued"  # accepted although Redis was unreachable
+    app.extensions["redis"] = good_redis
+    assert jobs.reconcile()["enqueued"] == 1
+    work()
+    db.session.refresh(job)
+    assert job.status == "done"
+
+
+def test_history_is_trimmed_oldest_first_and_the_system_prompt_kept(model_cache):
+    model = model_cache.get("gemma3-270m")
+    history = [Turn(f"question {n} " + "filler " * 300, f"answer {n}") for n in range(12)]
+    prompt = fit_prompt(model, "SYSTEM RULES", history, "the new question", max_tokens=512, safety_margin=64)
+    text = model.llm.detokenize(prompt.tokens, special=True).decode()
+    assert 0 < prompt.dropped_turns < 12
+    assert "question 11" in text and "question 0 " not in text
+    assert text.index("SYSTEM RULES") < text.index("question") and "the new question" in text
+    assert len(prompt.tokens) <= model.settings.n_ctx - 512 - 64
+
+
+def test_input_that_cannot_fit_is_refused(model_cache):
+    with pytest.raises(ContextTooLong, match="max_tokens"):
+        fit_prompt(model_cache.get("gemma3-270m"), None, [], "word " * 5000, max_tokens=64, safety_margin=64)

@@ -1,0 +1,208 @@
+"""The job lifecycle under cancels, crashes, Redis loss, load, time limits and priorities: real processes,
+the real model, the test Redis (or a private one where a test restarts it)."""
+
+import signal
+import threading
+import time
+
+import requests
+from redis import Redis
+
+from tests.sse import events
+from tests.stack import Stack, start_redis, wait_for
+
+LONG = 400  # max_tokens for a job that is still running when the test acts on it
+
+
+def wait_for_text(stack, job_id):
+    return stack.wait_job(job_id, until=lambda job: job["status"] == "processing" and job["result"])
+
+
+def cancel(stack, job_id):
+    return requests.post(f"{stack.url}/api/jobs/{job_id}/cancel", headers=stack.headers, timeout=10)
+
+
+def assistant_messages(stack, job_id) -> int:
+    return stack.query("SELECT count(*) FROM messages WHERE job_id = ? AND role = 'assistant'", job_id)[0][0]
+
+
+def test_cancel_a_queued_job_it_never_runs(stack):
+    stack.start_web()
+    job_id = stack.submit(user_input="Never answered")["job_id"]
+    answer = cancel(stack, job_id)
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    stack.start_worker()
+    follow_up = stack.submit(user_input="Answered", session_id=answer.json()["conversation_id"])["job_id"]
+    assert stack.wait_job(follow_up)["status"] == "done"
+    job = stack.get(f"/api/jobs/{job_id}")
+    assert job["status"] == "cancelled" and job["attempts"] == 0 and job["started_at"] is None
+    assert assistant_messages(stack, job_id) == 0
+
+
+def test_cancel_a_running_job_keeps_its_text(stack):
+    stack.start_web()
+    stack.start_worker()
+    job_id = stack.submit(user_input="Tell a very long story.", max_tokens=LONG)["job_id"]
+    wait_for_text(stack, job_id)
+    answer = cancel(stack, job_id)
+    assert answer.status_code == 200
+    job = stack.wait_job(job_id)
+    assert job["status"] == "cancelled" and job["result"]
+    assert job["usage"]["completion_tokens"] < LONG
+    stream = list(events(f"{stack.url}/api/jobs/{job_id}/events", stack.headers))
+    assert stream[-1].event == "cancelled"
+    assert "".join(e.data["text"] for e in stream if e.event == "token") == job["result"]
+    again = cancel(stack, job_id)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+
+
+def test_cancel_unknown_job_is_404(client, api_headers):
+    answer = client.post("/chat/api/jobs/12345/cancel", headers=api_headers)
+    assert answer.status_code == 404 and answer.json["error"]["code"] == "not_found"
+
+
+def test_killed_worker_job_is_retried_and_stored_once(stack):
+    stack.env["RECONCILE_INTERVAL"] = "1"
+    stack.start_web()
+    first = stack.start_worker()
+    job_id = stack.submit(user_input="Write a long essay about rivers.", max_tokens=120)["job_id"]
+    wait_for_text(stack, job_id)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    stack.start_worker()
+    job = stack.wait_job(job_id, timeout=120)
+    assert job["status"] == "done" and job["attempts"] == 2
+    assert assistant_messages(stack, job_id) == 1
+    assert stack.get(f"/api/status/{job['conversation_id']}")["response"] == job["result"]
+
+
+def test_sigterm_hands_the_running_job_back(stack):
+    stack.start_web()
+    first = stack.start_worker()
+    job_id = stack.submit(user_input="Write a long essay about mountains.", max_tokens=LONG)["job_id"]
+    wait_for_text(stack, job_id)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    assert stack.get(f"/api/jobs/{job_id}")["status"] == "queued"
+    stack.start_worker()
+    job = stack.wait_job(job_id, timeout=120)
+    assert job["status"] == "done" and job["attempts"] == 1 and assistant_messages(stack, job_id) == 1
+
+
+def test_redis_wiped_and_restarted_loses_no_job(environ, tmp_path):
+    (tmp_path / "private-redis").mkdir()
+    redis_process, socket = start_redis(tmp_path / "private-redis")
+    environ = {**environ, "REDIS_URL": f"unix://{socket}", "RECONCILE_INTERVAL": "1"}
+    stack = Stack(environ, tmp_path)
+    try:
+        stack.start_web()
+        stack.start_worker()
+        ids = [stack.submit(user_input=f"Describe the number {n}.", max_tokens=24, session_id=f"wipe-{n % 3}")["job_id"]
+               for n in range(8)]
+        Redis(unix_socket_path=str(socket)).flushall()
+        redis_process.terminate()
+        redis_process.wait()
+        time.sleep(1)
+        redis_process, _ = start_redis(socket.parent)
+        assert {stack.wait_job(job_id, timeout=180)["status"] for job_id in ids} == {"done"}
+        for job_id in ids:
+            assert assistant_messages(stack, job_id) == 1
+    finally:
+        stack.stop()
+        redis_process.terminate()
+
+
+def test_300_concurrent_submits_two_workers(stack):
+    stack.env["LLM_THREADS"] = "1"  # two workers on two cores
+    stack.start_web()
+    stack.start_worker()
+    stack.start_worker()
+    submitted: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def client(thread: int) -> None:
+        session = requests.Session()
+        for n in range(10):
+            conversation = f"load-{(thread + n) % 30}"
+            answer = session.post(f"{stack.url}/api/submit", headers=stack.headers, timeout=60,
+                                  json={"user_input": f"Say {thread}-{n}.", "session_id": conversation, "max_tokens": 2})
+            assert answer.status_code == 202, answer.text
+            with lock:
+                submitted.append((answer.json()["job_id"], conversation))
+
+    threads = [threading.Thread(target=client, args=(t,)) for t in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = [job_id for job_id, _ in submitted]
+    assert len(set(ids)) == 300
+    wait_for(lambda: stack.query("SELECT count(*) FROM jobs WHERE status IN ('queued', 'processing')")[0][0] == 0,
+             timeout=600)
+    assert stack.query("SELECT status, count(*) FROM jobs GROUP BY status") == [("done", 300)]
+    for conversation in {c for _, c in submitted}:
+        started = [row[0] for row in stack.query(
+            "SELECT id FROM jobs WHERE conversation_id = ? ORDER BY started_at, id", conversation)]
+        assert started == sorted(started)
+        turns = [row[0] for row in stack.query(
+            "SELECT job_id FROM messages WHERE conversation_id = ? AND role = 'assistant' ORDER BY id", conversation)]
+        assert turns == sorted(turns)
+    assert "database is locked" not in stack.log_text()
+
+
+def test_time_limit_ends_the_job_with_its_partial_text(stack):
+    stack.env["JOB_TIMEOUT"] = "1"
+    stack.start_web()
+    stack.start_worker()
+    job = stack.wait_job(stack.submit(user_input="Write a very long story.", max_tokens=LONG)["job_id"])
+    assert job["status"] == "error" and job["error"]["code"] == "timeout" and job["result"]
+    assert job["usage"]["completion_tokens"] < LONG
+
+
+def test_interactive_job_submitted_last_starts_next(stack):
+    stack.start_web()
+    stack.start_worker()
+    busy = stack.submit(user_input="Write a long story.", max_tokens=60, session_id="busy")["job_id"]
+    wait_for_text(stack, busy)
+    batch = [stack.submit(user_input=f"Batch {n}.", session_id=f"batch-{n}", max_tokens=4)["job_id"] for n in range(10)]
+    urgent = stack.submit(user_input="Urgent!", session_id="urgent", priority="interactive", max_tokens=4)["job_id"]
+    assert stack.get(f"/api/jobs/{urgent}")["queue_position"] == 1
+    assert stack.get(f"/api/jobs/{batch[0]}")["queue_position"] == 2
+    for job_id in [busy, urgent, *batch]:
+        stack.wait_job(job_id)
+    order = [row[0] for row in stack.query("SELECT id FROM jobs ORDER BY started_at")]
+    assert order[:3] == [busy, urgent, batch[0]]
+
+
+def test_aged_batch_job_is_not_overtaken_forever(stack):
+    stack.env.update(BATCH_AGING="2", RECONCILE_INTERVAL="1")
+    stack.start_web()
+    stack.start_worker()
+    busy = stack.submit(user_input="Write a long story.", max_tokens=60, session_id="busy")["job_id"]
+    wait_for_text(stack, busy)
+    old_batch = stack.submit(user_input="Old batch job.", session_id="old", max_tokens=4)["job_id"]
+    interactive = []
+    deadline = time.monotonic() + 25
+    while stack.get(f"/api/jobs/{old_batch}")["status"] == "queued" and time.monotonic() < deadline:
+        interactive.append(stack.submit(user_input="Again.", session_id=f"i-{len(interactive)}",
+                                        priority="interactive", max_tokens=4)["job_id"])
+        time.sleep(0.5)
+    assert stack.wait_job(old_batch)["status"] == "done"
+    later = [job_id for job_id in interactive if stack.get(f"/api/jobs/{job_id}")["status"] == "queued"]
+    assert later, "interactive jobs kept arriving, yet the aged batch job ran before some of them"
+
+
+def test_queue_position_counts_down(stack):
+    stack.start_web()
+    ids = [stack.submit(user_input=f"Describe {n}.", session_id=f"q-{n}", max_tokens=24)["job_id"] for n in range(3)]
+    assert [stack.get(f"/api/jobs/{job_id}")["queue_position"] for job_id in ids] == [1, 2, 3]
+    models = stack.get("/api/models")["models"][0]
+    assert models["queue_depth"] == 3 and models["workers"] == 0
+    stack.start_worker()
+    seen = []
+    while (job := stack.get(f"/api/jobs/{ids[2]}"))["status"] == "queued":
+        if not seen or seen[-1] != job["queue_position"]:
+            seen.append(job["queue_position"])
+        time.sleep(0.05)
+    assert seen == sorted(seen, reverse=True) and seen[-1] == 1 and len(seen) >= 2
+    assert stack.get("/api/models")["models"][0]["workers"] == 1
