@@ -29,9 +29,11 @@ def markdown(text: str | None) -> Markup:
 
 
 @bp.app_template_filter("when")
-def when(moment: datetime | None) -> str:
-    """Times are stored as naive UTC; say so rather than guess the reader's zone."""
-    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "—"
+def when(moment: datetime | None, short: bool = False) -> str:
+    """Times are stored as naive UTC; say so (short: in the column header) rather than guess the reader's zone."""
+    if moment is None:
+        return "—"
+    return f"{moment:%Y-%m-%d %H:%M}" if short else f"{moment:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @bp.app_template_filter("took")

@@ -2,10 +2,7 @@
 Chromium driven by Playwright against a live stack (`python wsgi.py` + `python worker.py`)."""
 
 import re
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import bcrypt
 import pytest
@@ -14,12 +11,9 @@ from flask.testing import FlaskClient
 from app import create_app
 from app.extensions import db
 from app.models import User
-from config import ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-NAME, PASSWORD = "alice", "correct horse battery"
+from .browser import CHROMIUM, NAME, PASSWORD, create_user, launch, sign_in
+
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -100,7 +94,7 @@ def chromium():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = launch(playwright)
         yield chromium
         chromium.close()
 
@@ -113,25 +107,12 @@ def page(chromium):
     context.close()
 
 
-def create_user(stack, name: str = NAME, password: str = PASSWORD) -> None:
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "users", "create", name, "--password-stdin"],
-                   input=password + "\n", env=stack.env, cwd=ROOT, check=True, capture_output=True, text=True)
-
-
 @pytest.fixture
 def web(stack):
     """A live web process with one user; tests start a worker when they need answers."""
     create_user(stack)
     stack.start_web()
     return stack
-
-
-def sign_in(page, url: str, name: str = NAME, password: str = PASSWORD) -> None:
-    page.goto(url + "/login")
-    page.get_by_label("Name").fill(name)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(url + "/conversations")
 
 
 @pytest.fixture

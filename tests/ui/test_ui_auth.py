@@ -8,7 +8,7 @@ from app import jobs
 from app.extensions import db
 from app.models import Conversation, Job, Message, User
 
-from .conftest import NAME, PASSWORD
+from .browser import NAME, PASSWORD
 
 PAGES = ["/chat/", "/chat/conversations", "/chat/conversations?q=x&page=2", "/chat/conversations/new",
          "/chat/conversations/c1", "/chat/conversations/c1/delete", "/chat/jobs", "/chat/jobs?status=done",

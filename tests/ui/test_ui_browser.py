@@ -7,16 +7,10 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from .conftest import NAME, PASSWORD
+from .browser import NAME, PASSWORD, send
 from .test_ui_render import ATTACKS
 
 ANSWER_TIMEOUT = 180_000  # ms; the model shares the CPU with everything else in CI
-
-
-def send(page, prompt: str) -> None:
-    box = page.get_by_label("Message")
-    box.fill(prompt)
-    box.press("Enter")
 
 
 def test_chat_answers_live_and_the_history_survives_a_reload(signed_in_page, web):
