@@ -1,6 +1,9 @@
 """The web process: `python wsgi.py` serves with waitress; `flask --app wsgi ...` runs commands."""
 
+import signal
 import sys
+import threading
+import time
 
 from config import ConfigError
 
@@ -11,16 +14,36 @@ try:
 except ConfigError as exc:
     sys.exit(f"llamalith: {exc}")
 
+SHUTDOWN_GRACE = 30  # seconds in-flight requests get to finish after SIGTERM
+
 
 def main() -> None:
-    from waitress import serve
+    from waitress import create_server, wasyncore
+    from waitress.channel import HTTPChannel
 
     settings = app.config["SETTINGS"]
-    print(f"Llamalith is listening on http://{settings.host}:{settings.port}{settings.base_path}/", flush=True)
-    # SSE streams hold a thread each for their whole life, hence more threads than waitress's default 4.
+    sockets: dict = {}
     # send_bytes=1: write each streamed chunk at once instead of buffering 18 kB (SSE tokens).
-    serve(app, host=settings.host, port=settings.port, threads=32, channel_timeout=300, send_bytes=1,
-          ident="llamalith")
+    # Many threads: every open SSE stream holds one for its whole life.
+    server = create_server(app, map=sockets, host=settings.host, port=settings.port, threads=32,
+                           channel_timeout=300, send_bytes=1, ident="llamalith")
+    stopping = threading.Event()
+    app.extensions["shutting_down"] = stopping
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(f"Llamalith is listening on http://{settings.host}:{settings.port}{settings.base_path}/", flush=True)
+    while not stopping.is_set():
+        wasyncore.loop(timeout=0.5, map=sockets, count=1)
+
+    # Graceful stop: refuse new connections, keep serving the requests already in flight, then exit.
+    server.del_channel()
+    server.socket.close()
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    busy = lambda: [c for c in sockets.values() if isinstance(c, HTTPChannel) and c.requests]  # noqa: E731
+    while busy() and time.monotonic() < deadline:
+        wasyncore.loop(timeout=0.1, map=sockets, count=1)
+    server.task_dispatcher.shutdown(timeout=1)
+    print("Llamalith web stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import signal
 import threading
 import time
 
+import pytest
 import requests
 from redis import Redis
 
@@ -206,3 +207,20 @@ def test_queue_position_counts_down(stack):
         time.sleep(0.05)
     assert seen == sorted(seen, reverse=True) and seen[-1] == 1 and len(seen) >= 2
     assert stack.get("/api/models")["models"][0]["workers"] == 1
+
+
+def test_web_sigterm_ends_in_flight_streams_cleanly_and_exits(stack):
+    web = stack.start_web()
+    stack.start_worker()
+    job_id = stack.submit(user_input="Write a long story about ships.", max_tokens=LONG)["job_id"]
+    received = []
+    for event in events(f"{stack.url}/api/jobs/{job_id}/events", stack.headers):
+        received.append(event)
+        if len(received) == 3:
+            web.send_signal(signal.SIGTERM)  # the stream must end cleanly, not with a reset connection
+    assert len(received) >= 3 and received[-1].event == "token"
+    assert web.wait(timeout=30) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(stack.url + "/healthz", timeout=5)
+    stack.start_web()
+    assert stack.wait_job(job_id, timeout=180)["status"] == "done"  # the job never depended on the web process

@@ -6,6 +6,8 @@ database session while it waits (sessions are opened per check), so idle streams
 
 import json
 import re
+import threading
+import time
 
 from flask import Response, current_app, request, stream_with_context
 from redis import RedisError
@@ -39,15 +41,16 @@ def job_events(job_id: int):
 
 def _events(job_id: int, after: str):
     redis = current_app.extensions["redis"]
+    shutting_down = current_app.extensions.get("shutting_down") or threading.Event()
     yield f": job {job_id}\n\n"  # sends the headers through proxies at once
-    cursor, seen_any = after, after != "0-0"
-    while True:
+    cursor, seen_any, quiet_since = after, after != "0-0", 0.0  # 0.0: check the database at the first pause
+    while not shutting_down.is_set():  # on shutdown the client reconnects (Last-Event-ID) elsewhere
         try:
-            entries = streams.read(redis, job_id, cursor, block_ms=KEEPALIVE_SECONDS * 1000)
+            entries = streams.read(redis, job_id, cursor, block_ms=1000)
         except RedisError:
             entries = []
         for entry_id, fields in entries:
-            cursor, seen_any = entry_id, True
+            cursor, seen_any, quiet_since = entry_id, True, time.monotonic()
             if "t" in fields:
                 yield sse("token", {"text": fields["t"]}, entry_id)
             elif "reset" in fields:
@@ -55,7 +58,7 @@ def _events(job_id: int, after: str):
             elif "end" in fields:
                 yield _terminal(job_id, entry_id)
                 return
-        if not entries:
+        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
             job = _load(job_id)
             if job["status"] in ("done", "error", "cancelled"):
                 # The stream is gone (expired or Redis was wiped): send what the database holds.
@@ -64,6 +67,7 @@ def _events(job_id: int, after: str):
                 yield sse(job["status"], job)
                 return
             yield ": keep-alive\n\n"
+            quiet_since = time.monotonic()
 
 
 def _terminal(job_id: int, entry_id: str) -> str:

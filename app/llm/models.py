@@ -84,13 +84,15 @@ class ModelCache:
         from llama_cpp import Llama
 
         settings = self.models[key]
+        threads = settings.n_threads or self.threads
         started = time.perf_counter()
         try:
             llm = Llama(
                 model_path=str(settings.path),
                 n_ctx=settings.n_ctx,
                 n_batch=settings.n_batch,
-                n_threads=settings.n_threads or self.threads,
+                n_threads=threads,
+                n_threads_batch=threads,  # llama-cpp-python would use every CPU for prompts otherwise
                 vocab_only=self.vocab_only,
                 verbose=False,
             )
