@@ -80,7 +80,7 @@ def test_killed_worker_job_is_retried_and_stored_once(stack):
 def test_sigterm_hands_the_running_job_back(stack):
     stack.start_web()
     first = stack.start_worker()
-    job_id = stack.submit(user_input="Write a long essay about mountains.", max_tokens=LONG)["job_id"]
+    job_id = stack.submit(user_input="Write a long essay about mountains.", max_tokens=120)["job_id"]
     wait_for_text(stack, job_id)
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=30) == 0
@@ -212,7 +212,7 @@ def test_queue_position_counts_down(stack):
 def test_web_sigterm_ends_in_flight_streams_cleanly_and_exits(stack):
     web = stack.start_web()
     stack.start_worker()
-    job_id = stack.submit(user_input="Write a long story about ships.", max_tokens=LONG)["job_id"]
+    job_id = stack.submit(user_input="Write a long story about ships.", max_tokens=120)["job_id"]
     received = []
     for event in events(f"{stack.url}/api/jobs/{job_id}/events", stack.headers):
         received.append(event)
