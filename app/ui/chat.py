@@ -4,6 +4,7 @@ All signed-in users see all conversations, including those created through the A
 single-team, self-hosted tool, and a conversation records who started it (`user_id`) without hiding it."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 
@@ -160,18 +161,17 @@ def refuse(conversation_id: str, form: PromptForm):
     if wants_fragment():
         return render_template("partials/_send_form.html", form=form, conversation_id=conversation_id, oob=True), 422
     conversation = db.session.get(Conversation, conversation_id)
-    turns = conversation_turns(conversation_id) if conversation else []
-    return render_chat(conversation_id, conversation, form, turns), 422
+    return render_chat(conversation_id, conversation, form, conversation_turns(conversation_id)), 422
 
 
 def render_chat(conversation_id: str, conversation: Conversation | None, form: PromptForm,
-                turns: list[Turn] = ()) -> str:
+                turns: Sequence[Turn] = ()) -> str:
     pending = any(turn.answer and not turn.answer.job.finished for turn in turns)
     return render_template("chat.html", conversation_id=conversation_id, conversation=conversation,
                            turns=turns, form=form, pending=pending)
 
 
-def composer(turns: list[Turn]) -> PromptForm:
+def composer(turns: Sequence[Turn]) -> PromptForm:
     """The next prompt continues with the conversation's last model and system prompt."""
     settings = jobs.settings()
     last = next((turn.answer.job for turn in reversed(turns) if turn.answer), None)

@@ -65,6 +65,16 @@ def test_a_visitor_is_sent_to_login_and_a_wrong_password_is_refused(page, web):
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(web.url + "/jobs")
 
+    page.goto(web.url + "/conversations/new")  # an htmx request the server refuses says so
+    page.evaluate("""() => {
+        document.body.setAttribute("hx-headers", '{"X-CSRFToken": "stale"}');
+        document.querySelectorAll("input[name=csrf_token]").forEach(field => field.value = "stale");
+    }""")
+    send(page, "Hello?")
+    expect(page.get_by_role("alert")).to_have_text("The server refused that (400). Reload the page and try again.")
+    expect(page.locator(".bubble")).to_have_count(0)
+    page.reload()  # as the message says: a fresh page has a valid token again
+
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/chat/login$"))
     page.goto(web.url + "/conversations")

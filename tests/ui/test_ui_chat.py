@@ -5,7 +5,7 @@ import re
 import pytest
 from sqlalchemy import func, select
 
-from app import jobs, streams
+from app import streams
 from app.extensions import db
 from app.models import Conversation, Job, JobStatus, Message, Priority
 

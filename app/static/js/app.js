@@ -21,3 +21,10 @@ document.addEventListener("htmx:afterSettle", (event) => {
     window.scrollTo({ top: document.documentElement.scrollHeight });
   }
 });
+
+// A request the server refused (an expired CSRF token, a server error) says so instead of failing silently.
+document.addEventListener("htmx:responseError", (event) => {
+  const problem = document.getElementById("problem");
+  problem.textContent = `The server refused that (${event.detail.xhr.status}). Reload the page and try again.`;
+  problem.hidden = false;
+});
