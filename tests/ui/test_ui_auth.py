@@ -4,11 +4,13 @@ import bcrypt
 import pytest
 from sqlalchemy import func, select
 
-from app import jobs
+from app import create_app, jobs
 from app.extensions import db
 from app.models import Conversation, Job, Message, User
+from config import load_settings
 
 from .browser import NAME, PASSWORD
+from .conftest import SiteClient
 
 PAGES = ["/chat/", "/chat/conversations", "/chat/conversations?q=x&page=2", "/chat/conversations/new",
          "/chat/conversations/c1", "/chat/conversations/c1/delete", "/chat/jobs", "/chat/jobs?status=done",
@@ -44,6 +46,7 @@ def test_an_htmx_poll_without_a_session_reloads_the_page_into_the_login(browser)
 def test_login_then_logout(browser, user):
     assert browser.login().headers["Location"] == "/chat/conversations"
     assert browser.get("/chat/conversations").status_code == 200
+    assert browser.get("/chat/").headers["Location"] == "/chat/conversations"
     assert browser.get("/chat/login").headers["Location"] == "/chat/conversations"  # already signed in
 
     answer = browser.post("/chat/logout", data={"csrf_token": browser.csrf_token("/chat/conversations")},
@@ -162,3 +165,16 @@ def test_an_error_page_outside_the_app_leaves_the_session_cookie_alone(browser):
     set there (with the cookie's path) would replace the visitor's and break their CSRF token."""
     answer = browser.get("/favicon.ico")
     assert answer.status_code == 404 and "Set-Cookie" not in answer.headers
+
+
+@pytest.mark.parametrize("setting, base_path", [("/", ""), ("/llm/", "/llm")])
+def test_the_ui_lives_under_base_path(environ, app, setting, base_path):
+    site = create_app(load_settings({**environ, "BASE_PATH": setting}))
+    site.test_client_class = SiteClient
+    client = site.test_client()
+    assert client.get(f"{base_path}/conversations").headers["Location"] == f"{base_path}/login?next={base_path}/conversations"
+    page = client.get(f"{base_path}/login").text
+    assert f'href="{base_path}/static/css/app.css"' in page and f'action="{base_path}/login"' in page
+    assert client.get(f"{base_path}/static/js/app.js").status_code == 200
+    with site.app_context():
+        db.engine.dispose()
