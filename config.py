@@ -71,6 +71,8 @@ class Settings(Strict):
     admin_password_hash: str | None = None  # bcrypt hash; lets a user named "admin" log in (original setup)
     login_attempts: int = Field(5, ge=1)  # failed logins per name and address per window, then 429
     login_window: int = Field(300, ge=1)  # seconds
+    secure_cookies: bool = False  # set when users reach the UI over HTTPS
+    trust_proxy: bool = False  # trust one reverse proxy's X-Forwarded-For/-Proto/-Host
     development: bool = False
     base_path: str = "/chat"
     host: str = "127.0.0.1"
@@ -127,6 +129,8 @@ ENVIRONMENT = {
     "ADMIN_PASSWORD_HASH": "admin_password_hash",
     "LOGIN_ATTEMPTS": "login_attempts",
     "LOGIN_WINDOW": "login_window",
+    "SECURE_COOKIES": "secure_cookies",
+    "TRUST_PROXY": "trust_proxy",
     "LLAMALITH_DEVELOPMENT": "development",
     "BASE_PATH": "base_path",
     "HOST": "host",

@@ -6,6 +6,7 @@ from flask import Flask
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.extensions import csrf, db, login_manager, migrate
 from config import Settings, load_settings
@@ -14,11 +15,14 @@ from config import Settings, load_settings
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     settings.instance_path.mkdir(parents=True, exist_ok=True)
-    app = Flask(__name__, instance_path=str(settings.instance_path))
+    # Static files are served by the ui blueprint, under BASE_PATH like everything else.
+    app = Flask(__name__, instance_path=str(settings.instance_path), static_folder=None)
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
-        APPLICATION_ROOT=settings.base_path or "/",
+        SESSION_COOKIE_PATH=settings.base_path or "/",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         SQLALCHEMY_DATABASE_URI=settings.database_address,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_address),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
@@ -28,6 +32,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.trust_proxy:
+        # Behind a reverse proxy: take the client address and scheme from its X-Forwarded-* headers,
+        # so login throttling counts per real client. Only safe when the proxy sets them.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     register_extensions(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)

@@ -61,6 +61,8 @@ def create_user(name: str, password_stdin: bool) -> None:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     if len(password) < 8:
         raise click.ClickException("the password must have at least 8 characters")
+    if len(password.encode()) > 72:
+        raise click.ClickException("the password must be at most 72 bytes (bcrypt ignores the rest)")
     user = db.session.scalar(select(User).where(User.name == name)) or User(name=name)
     user.password_hash = hash_password(password)
     db.session.add(user)

@@ -41,3 +41,5 @@ def test_users_create_from_stdin(runner):
     assert bcrypt.checkpw(b"correct horse", user.password_hash.encode())
     short = runner.invoke(args=["users", "create", "bob", "--password-stdin"], input="short\n")
     assert short.exit_code != 0 and "8 characters" in short.output
+    long = runner.invoke(args=["users", "create", "bob", "--password-stdin"], input="x" * 73 + "\n")
+    assert long.exit_code != 0 and "72 bytes" in long.output

@@ -99,3 +99,14 @@ def test_processes_exit_with_one_line(tmp_path, command):
         "llamalith: invalid setting generation.temperature (from environment variable LLM_TEMP) = 'hot': "
         "Input should be a valid number, unable to parse string as a number"
     ]
+
+
+def test_https_and_proxy_settings_reach_the_app(tmp_path):
+    from app import create_app
+
+    settings = load_settings({**BASE, "LLAMALITH_INSTANCE": str(tmp_path), "GEMMA3_270M_PATH": str(MODEL_PATH),
+                              "SECURE_COOKIES": "1", "TRUST_PROXY": "1"})
+    app = create_app(settings)
+    assert app.config["SESSION_COOKIE_SECURE"] and app.config["REMEMBER_COOKIE_SECURE"]
+    assert app.config["SESSION_COOKIE_PATH"] == "/chat"
+    assert type(app.wsgi_app).__name__ == "ProxyFix"

@@ -21,15 +21,7 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 class SiteClient(FlaskClient):
-    """Requests as a browser sends them to the real server.
-
-    create_app sets APPLICATION_ROOT to BASE_PATH, while the routes already carry that prefix; the test
-    client would then mount the app at /chat *and* match /chat/..., so URLs are built relative to the
-    site root here, as waitress does."""
-
-    def open(self, *args, **kwargs):
-        kwargs.setdefault("base_url", "http://localhost/")
-        return super().open(*args, **kwargs)
+    """Requests as a browser sends them: CSRF tokens from the pages, htmx headers."""
 
     def csrf_token(self, page: str = "/chat/login") -> str:
         return TOKEN.search(self.get(page, follow_redirects=True).text).group(1)
