@@ -1,5 +1,5 @@
-"""What does the queue cost? The same prompts answered by llama-cpp-python directly, then through the API
-(submit -> Redis -> one warm worker -> SSE), in one run on one machine.
+"""What does the queue cost? The same prompts answered by llama-cpp-python directly and through the API
+(submit -> Redis -> one warm worker -> SSE), alternating prompt by prompt, in one run on one machine.
 
     .venv/bin/python bench/overhead.py [--prompts 10] [--max-tokens 64]
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
 
-from config import DEFAULT_MODEL_FILE, ROOT  # noqa: E402
+from config import DEFAULT_MODEL_FILE, ROOT, GenerationParams, load_settings  # noqa: E402
 from tests.sse import events  # noqa: E402
 from tests.stack import Stack, start_redis  # noqa: E402
 
@@ -36,44 +36,50 @@ def decode_rate(tokens: int, first: float, last: float) -> float:
     return (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
 
 
-def run_direct(texts: list[str], max_tokens: int) -> list[tuple[float, float]]:
-    """(time to first token, decode tokens/s) per prompt, calling llama-cpp-python ourselves."""
-    from llama_cpp import Llama
+def direct_run(llm, text: str, max_tokens: int, params: GenerationParams) -> tuple[float, float]:
+    """(time to first token, decode tokens/s) calling llama-cpp-python ourselves, with the API's sampling."""
     from llama_cpp.llama_chat_format import format_gemma
 
-    llm = Llama(str(MODEL), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
-    results = []
-    for text in ["warm-up"] + texts:
-        prompt = format_gemma(messages=[{"role": "user", "content": text}])
-        started = time.perf_counter()
-        stamps = [time.perf_counter() for _ in llm.create_completion(
-            prompt.prompt, max_tokens=max_tokens, temperature=0, stop=[prompt.stop], stream=True)]
-        results.append((stamps[0] - started, decode_rate(len(stamps), stamps[0], stamps[-1])))
-    llm.close()
-    return results[1:]
+    prompt = format_gemma(messages=[{"role": "user", "content": text}])
+    started = time.perf_counter()
+    stamps = [time.perf_counter() for _ in llm.create_completion(
+        prompt.prompt, max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
+        top_k=params.top_k, repeat_penalty=params.repeat_penalty, stop=[prompt.stop], stream=True)]
+    return stamps[0] - started, decode_rate(len(stamps), stamps[0], stamps[-1])
 
 
-def run_api(texts: list[str], max_tokens: int) -> list[tuple[float, float]]:
-    """(submit to first token, decode tokens/s) per prompt, through web + Redis + one worker + SSE."""
+def api_run(stack: Stack, text: str, max_tokens: int, conversation: str) -> tuple[float, float]:
+    """(submit to first token, decode tokens/s) through web + Redis + one warm worker + SSE."""
+    started = time.perf_counter()
+    answer = requests.post(stack.url + "/api/submit", headers=stack.headers, timeout=30,
+                           json={"user_input": text, "max_tokens": max_tokens, "session_id": conversation})
+    tokens = [e.at for e in events(f"{stack.url}/api/jobs/{answer.json()['job_id']}/events", stack.headers)
+              if e.event == "token"]
+    return tokens[0] - started, decode_rate(len(tokens), tokens[0], tokens[-1])
+
+
+def measure(texts: list[str], max_tokens: int) -> tuple[list, list]:
+    """Alternate direct and API runs prompt by prompt, so drift in the machine's speed hits both alike."""
+    from llama_cpp import Llama
+
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         redis, socket = start_redis(folder)
         environ = {"LLAMALITH_INSTANCE": str(folder / "instance"), "REDIS_URL": f"unix://{socket}",
                    "SECRET_KEY": "bench", "GEMMA3_270M_PATH": str(MODEL), "LLM_TEMP": "0"}
+        params = load_settings(environ).generation
         stack = Stack(environ, folder)
+        llm = Llama(str(MODEL), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
         try:
             stack.start_web()
             stack.start_worker()
-            results = []
+            direct, api = [], []
             for n, text in enumerate(["warm-up"] + texts):
-                started = time.perf_counter()
-                answer = requests.post(stack.url + "/api/submit", headers=stack.headers, timeout=30,
-                                       json={"user_input": text, "max_tokens": max_tokens, "session_id": f"b-{n}"})
-                tokens = [e.at for e in events(f"{stack.url}/api/jobs/{answer.json()['job_id']}/events",
-                                               stack.headers) if e.event == "token"]
-                results.append((tokens[0] - started, decode_rate(len(tokens), tokens[0], tokens[-1])))
-            return results[1:]
+                direct.append(direct_run(llm, text, max_tokens, params))
+                api.append(api_run(stack, text, max_tokens, f"bench-{n}"))
+            return direct[1:], api[1:]
         finally:
+            llm.close()
             stack.stop()
             redis.terminate()
 
@@ -84,8 +90,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
     texts = prompts(args.prompts)
-    direct = run_direct(texts, args.max_tokens)
-    api = run_api(texts, args.max_tokens)
+    direct, api = measure(texts, args.max_tokens)
     direct_rate = statistics.median(rate for _, rate in direct)
     api_rate = statistics.median(rate for _, rate in api)
     overheads = [(api_ttft - direct_ttft) * 1000 for (direct_ttft, _), (api_ttft, _) in zip(direct, api)]

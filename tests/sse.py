@@ -21,7 +21,8 @@ def events(url: str, headers: dict, last_event_id: str | None = None, timeout: f
     with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
         response.raise_for_status()
         fields: dict[str, str] = {}
-        for line in response.iter_lines(decode_unicode=True, chunk_size=1):
+        # chunk_size=None: hand over whatever has arrived, so each event is seen as soon as it is sent
+        for line in response.iter_lines(decode_unicode=True, chunk_size=None):
             if line:
                 if not line.startswith(":"):
                     name, _, value = line.partition(":")
