@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.extensions import csrf, db, login_manager, migrate
+from app.llm import ModelCache
 from config import Settings, load_settings
 
 
@@ -71,6 +72,8 @@ def register_extensions(app: Flask, settings: Settings) -> None:
     login_manager.init_app(app)
     csrf.init_app(app)
     app.extensions["redis"] = Redis.from_url(settings.redis_address, health_check_interval=30)
+    # Vocabulary-only models, loaded on first use, to refuse inputs that cannot fit a model's context.
+    app.extensions["tokenizers"] = ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -79,9 +79,7 @@ def submit():
 def check_fits(model: str, system_prompt: str | None, user_input: str, overrides: dict) -> None:
     """Reject at once an input that cannot fit the model's context even without history."""
     settings = jobs.settings()
-    tokenizers: ModelCache = current_app.extensions.setdefault(
-        "tokenizers", ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)
-    )
+    tokenizers: ModelCache = current_app.extensions["tokenizers"]
     max_tokens = {**settings.generation.model_dump(), **settings.models[model].params, **overrides}["max_tokens"]
     try:
         fit_prompt(tokenizers.get(model), system_prompt, [], user_input, max_tokens, settings.safety_margin)
