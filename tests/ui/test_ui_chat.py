@@ -47,7 +47,7 @@ def test_sending_with_htmx_shows_the_prompt_and_a_polling_answer(signed_in, user
 
     html = answer.text
     assert '<li class="bubble user"><p class="text">Tell me a *story*\nplease</p></li>' in html
-    assert f'hx-get="/chat/jobs/{job.id}/answer" hx-trigger="every 1s"' in bubble(html, job.id)
+    assert f'hx-get="/chat/jobs/{job.id}/answer" hx-trigger="every 500ms"' in bubble(html, job.id)
     assert "Waiting in the queue (position 1)" in html and "Stop" in html
     # a fresh, empty form that keeps the chosen model and system prompt, and the title, out of band
     form = re.search(r'<form id="composer".*?</form>', html, re.S).group(0)
@@ -124,14 +124,14 @@ def test_the_history_shows_every_state_in_turn_order(signed_in):
     for finished in (done, failed, stopped):
         assert "hx-trigger" not in bubble(page, finished.id) and "Stop</button>" not in bubble(page, finished.id)
     for unfinished in (running, waiting):
-        assert 'hx-trigger="every 1s"' in bubble(page, unfinished.id) and "Stop</button>" in bubble(page, unfinished.id)
+        assert 'hx-trigger="every 500ms"' in bubble(page, unfinished.id) and "Stop</button>" in bubble(page, unfinished.id)
 
 
 def test_the_answer_polls_until_the_real_model_has_answered(signed_in, work):
     send(signed_in, "ui-abc", "Say hello.")
     job = db.session.scalar(select(Job))
     polling = signed_in.get(f"/chat/jobs/{job.id}/answer", headers={"HX-Request": "true"})
-    assert 'hx-trigger="every 1s"' in polling.text and "<html" not in polling.text
+    assert 'hx-trigger="every 500ms"' in polling.text and "<html" not in polling.text
 
     work()
 
