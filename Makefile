@@ -19,8 +19,10 @@ endif
 CMAKE_ARGS ?= $(GGML_ARGS)
 export CMAKE_ARGS
 
-# With REDIS_URL set, the embedded Redis is not started.
-PROCESSES := $(if $(REDIS_URL),web worker,redis web worker)
+# With REDIS_URL set, the embedded Redis is not started. honcho gives each process type its own PORT,
+# counting up from -p, so web comes first to get PORT (default 8000).
+PROCESSES := web worker $(if $(REDIS_URL),,redis)
+WORKERS ?= 1
 
 .PHONY: setup run test bench screenshots clean
 
@@ -53,7 +55,7 @@ run: setup
 	@echo "  create a UI user:  $(FLASK) users create admin --password-stdin"
 	@echo "  create an API key: $(FLASK) keys create demo"
 	@echo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start $(PROCESSES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -p $${PORT:-8000} -c worker=$(WORKERS) $(PROCESSES)
 
 test: setup
 	$(BIN)/pytest
