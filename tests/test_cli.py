@@ -43,3 +43,9 @@ def test_users_create_from_stdin(runner):
     assert short.exit_code != 0 and "8 characters" in short.output
     long = runner.invoke(args=["users", "create", "bob", "--password-stdin"], input="x" * 73 + "\n")
     assert long.exit_code != 0 and "72 bytes" in long.output
+
+
+def test_migrations_match_the_models(app):
+    from flask_migrate import check
+
+    check()  # raises if a model changed without a migration

@@ -81,3 +81,13 @@ def test_history_is_trimmed_oldest_first_and_the_system_prompt_kept(model_cache)
 def test_input_that_cannot_fit_is_refused(model_cache):
     with pytest.raises(ContextTooLong, match="max_tokens"):
         fit_prompt(model_cache.get("gemma3-270m"), None, [], "word " * 5000, max_tokens=64, safety_margin=64)
+
+
+def test_a_job_that_waited_too_long_ends_without_running(app, work):
+    job = jobs.submit("c-5", "hello", "gemma3-270m", None, {})
+    db.session.execute(db.update(Job).values(created_at=utcnow() - timedelta(seconds=app.config["SETTINGS"].max_queue_wait + 1)))
+    db.session.commit()
+    work()
+    db.session.refresh(job)
+    assert (job.status, job.error_code, job.completion_tokens) == ("error", "timeout", None)
+    assert "MAX_QUEUE_WAIT" in job.error
