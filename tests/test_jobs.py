@@ -6,6 +6,7 @@ from flask_migrate import upgrade
 
 import worker
 from app import create_app, jobs
+from app.api.auth import create_key
 from app.extensions import db
 from app.llm import ContextTooLong, Turn, fit_prompt
 from app.models import Job, Message, utcnow
@@ -28,6 +29,9 @@ def test_unreadable_gguf_fails_once_and_is_not_retried(environ, tmp_path):
         job = db.session.get(Job, job.id)
         assert (job.status, job.error_code, job.attempts) == ("error", "model_load_failed", 1)
         assert "broken.gguf" in job.error
+        answer = app.test_client().post("/chat/api/submit", json={"user_input": "hi"},
+                                        headers={"X-API-Key": create_key("k")})
+        assert answer.status_code == 503 and answer.json["error"]["code"] == "model_unavailable"
         db.engine.dispose()
 
 

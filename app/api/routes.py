@@ -8,7 +8,7 @@ from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
 from app.extensions import db
-from app.llm import ContextTooLong, ModelCache, fit_prompt
+from app.llm import ContextTooLong, ModelCache, ModelLoadError, fit_prompt
 from app.models import Conversation, Job, JobStatus, Message, Priority
 
 
@@ -85,6 +85,8 @@ def check_fits(model: str, system_prompt: str | None, user_input: str, overrides
         fit_prompt(tokenizers.get(model), system_prompt, [], user_input, max_tokens, settings.safety_margin)
     except ContextTooLong as exc:
         raise APIError(400, "context_length_exceeded", str(exc)) from None
+    except ModelLoadError as exc:
+        raise APIError(503, "model_unavailable", str(exc)) from None
 
 
 @bp.get("/jobs/<int:job_id>")
