@@ -92,6 +92,7 @@ class Settings(Strict):
     batch_aging: int = Field(120, ge=1)
     reconcile_interval: float = Field(10, gt=0, le=60)
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute; 0: unlimited
 
     @field_validator("base_path")
     @classmethod
@@ -156,6 +157,7 @@ ENVIRONMENT = {
     "BATCH_AGING": "batch_aging",
     "RECONCILE_INTERVAL": "reconcile_interval",
     "MAX_REQUEST_BYTES": "max_request_bytes",
+    "API_RATE_LIMIT": "api_rate_limit",
 }
 
 

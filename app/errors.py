@@ -13,13 +13,13 @@ log = logging.getLogger(__name__)
 class APIError(Exception):
     """A client mistake or a refused action, with a machine-readable code."""
 
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def error_response(status: int, code: str, message: str):
-    return jsonify(error={"code": code, "message": message}), status
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    return jsonify(error={"code": code, "message": message}), status, headers or {}
 
 
 def _wants_json() -> bool:
@@ -29,7 +29,7 @@ def _wants_json() -> bool:
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def api_error(exc: APIError):
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -42,6 +42,7 @@ def environ(tmp_path, redis_url) -> dict[str, str]:
         "GEMMA3_270M_PATH": str(MODEL_PATH),
         "LLM_MAX_TOKENS": "8",
         "LLM_TEMP": "0",
+        "API_RATE_LIMIT": "0",  # tests poll fast; tests/test_api.py checks the limit itself
     }
 
 

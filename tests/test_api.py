@@ -130,3 +130,14 @@ def test_models_lists_the_default(client, api_headers):
 
 def test_healthz_needs_no_key(client):
     assert client.get("/chat/healthz").json == {"status": "ok"}
+
+
+def test_a_key_over_its_rate_limit_gets_429(client, api_headers, app, runner):
+    app.config["SETTINGS"].api_rate_limit = 3
+    for _ in range(3):
+        assert client.get("/chat/api/models", headers=api_headers).status_code == 200
+    answer = client.get("/chat/api/models", headers=api_headers)
+    assert answer.status_code == 429 and answer.json["error"]["code"] == "rate_limited"
+    assert 0 < int(answer.headers["Retry-After"]) <= 60
+    other = runner.invoke(args=["keys", "create", "other"]).stdout.strip().splitlines()[-1]
+    assert client.get("/chat/api/models", headers={"X-API-Key": other}).status_code == 200  # per key

@@ -4,9 +4,11 @@ hash adds nothing), looked up by digest and compared in constant time."""
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import timedelta
 
-from flask import g, request
+from flask import current_app, g, request
+from redis import RedisError
 from sqlalchemy import select
 
 from app.api import bp
@@ -48,3 +50,22 @@ def require_api_key() -> None:
         api_key.last_used_at = utcnow()
         db.session.commit()
     g.api_key = api_key
+    enforce_rate_limit(api_key)
+
+
+def enforce_rate_limit(api_key: ApiKey) -> None:
+    """At most API_RATE_LIMIT requests per key per clock minute, so one automation cannot flood the box.
+    Counted in Redis to hold across web processes; if Redis is down, requests are let through."""
+    limit = current_app.config["SETTINGS"].api_rate_limit
+    if not limit:
+        return
+    window = int(time.time() // 60)
+    key = f"llamalith:rate:{api_key.id}:{window}"
+    try:
+        count, _ = current_app.extensions["redis"].pipeline().incr(key).expire(key, 120).execute()
+    except RedisError:
+        return
+    if count > limit:
+        retry_after = str(60 - int(time.time() % 60))
+        raise APIError(429, "rate_limited", f"more than {limit} requests this minute with this key; "
+                                            f"retry in {retry_after} s", headers={"Retry-After": retry_after})
