@@ -107,6 +107,10 @@ class Settings(Strict):
     def default_model(self) -> str:
         return self.offered_models[0]
 
+    def params_for(self, model: str, overrides: dict[str, Any] | None = None) -> GenerationParams:
+        """Global defaults < the model's defaults < a request's overrides."""
+        return GenerationParams(**(self.generation.model_dump() | self.models[model].params | (overrides or {})))
+
     @property
     def embedded_redis_socket(self) -> Path:
         return self.instance_path / "redis.sock"

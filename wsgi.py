@@ -39,11 +39,14 @@ def main() -> None:
     server.del_channel()
     server.socket.close()
     deadline = time.monotonic() + SHUTDOWN_GRACE
-    busy = lambda: [c for c in sockets.values() if isinstance(c, HTTPChannel) and c.requests]  # noqa: E731
-    while busy() and time.monotonic() < deadline:
+    while _serving(sockets, HTTPChannel) and time.monotonic() < deadline:
         wasyncore.loop(timeout=0.1, map=sockets, count=1)
     server.task_dispatcher.shutdown(timeout=1)
     print("Llamalith web stopped", flush=True)
+
+
+def _serving(sockets: dict, channel_class) -> bool:
+    return any(isinstance(channel, channel_class) and channel.requests for channel in sockets.values())
 
 
 if __name__ == "__main__":

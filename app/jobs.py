@@ -26,7 +26,7 @@ from app import streams
 from app.extensions import db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.models import Conversation, Job, JobStatus, Message, Priority, utcnow
-from config import GenerationParams, Settings
+from config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,18 @@ def run(job_id: int) -> str:
     job = _claim(job_id, current_app.config["WORKER_NAME"])
     if job is None:
         return "skipped"
-    attempt = job.attempts
     if job.created_at < utcnow() - timedelta(seconds=settings().max_queue_wait):
-        _finish(job, attempt, JobStatus.ERROR, "", "timeout", "the job waited longer than MAX_QUEUE_WAIT in the queue")
-        return JobStatus.ERROR.value
-    status = _generate(job, attempt)
+        status = _expire(job)
+    else:
+        status = _generate(job, job.attempts)
     _enqueue_next_turn(job)
     return status
+
+
+def _expire(job: Job) -> str:
+    _finish(job, job.attempts, JobStatus.ERROR, "", "timeout", "the job waited longer than MAX_QUEUE_WAIT in the queue")
+    streams.TokenWriter(redis(), job.id, 1).finish(JobStatus.ERROR.value)
+    return JobStatus.ERROR.value
 
 
 def _claim(job_id: int, worker: str) -> Job | None:
@@ -146,7 +151,7 @@ def _claim(job_id: int, worker: str) -> Job | None:
 
 
 def _generate(job: Job, attempt: int) -> str:
-    params = effective_params(job)
+    params = settings().params_for(job.model, job.params)
     writer = streams.TokenWriter(redis(), job.id, max_entries=params.max_tokens + 64)
     writer.start(attempt)
     pieces: list[str] = []
@@ -202,12 +207,6 @@ def _requeue(job: Job, attempt: int) -> None:
     if requeued:
         log.info("job %s handed back to the queue: the worker is stopping", job.id)
         enqueue(job)
-
-
-def effective_params(job: Job) -> GenerationParams:
-    """Global defaults < the model's defaults < the request's overrides."""
-    merged = settings().generation.model_dump() | settings().models[job.model].params | (job.params or {})
-    return GenerationParams(**merged)
 
 
 def history(job: Job) -> list[Turn]:

@@ -80,7 +80,7 @@ def check_fits(model: str, system_prompt: str | None, user_input: str, overrides
     """Reject at once an input that cannot fit the model's context even without history."""
     settings = jobs.settings()
     tokenizers: ModelCache = current_app.extensions["tokenizers"]
-    max_tokens = {**settings.generation.model_dump(), **settings.models[model].params, **overrides}["max_tokens"]
+    max_tokens = settings.params_for(model, overrides).max_tokens
     try:
         fit_prompt(tokenizers.get(model), system_prompt, [], user_input, max_tokens, settings.safety_margin)
     except ContextTooLong as exc:
@@ -140,7 +140,7 @@ def models():
                 "file": settings.models[key].path.name,
                 "chat_format": settings.models[key].chat_format,
                 "n_ctx": settings.models[key].n_ctx,
-                "params": settings.generation.model_dump() | settings.models[key].params,
+                "params": settings.params_for(key).model_dump(),
                 "queue_depth": jobs.queue_depth(key),
                 "workers": jobs.live_workers(key),
             }
