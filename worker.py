@@ -12,27 +12,28 @@ import sys
 import threading
 import time
 
-from flask import Flask
 from redis import RedisError
 from rq import SimpleWorker
 
 from app import create_app, jobs
+from app.extensions import Llamalith
 from app.llm import ModelCache, ModelLoadError
 from config import ConfigError
 
 log = logging.getLogger("llamalith.worker")
 
+
 class LlamalithWorker(SimpleWorker):
     """Runs each job inside its own app context, so the job's database session ends with it."""
 
-    def __init__(self, *args, app: Flask, **kwargs):
+    def __init__(self, *args, app: Llamalith, **kwargs):
         super().__init__(*args, **kwargs)
         self.app = app
         self.stopping = False
 
     def request_stop(self, signum, frame):
         # The running job sees this between tokens and goes back to the queue (jobs.run), so a stop is quick.
-        self.app.extensions["stopping"].set()
+        self.app.stopping.set()
         self.stopping = True
         super().request_stop(signum, frame)
 
@@ -41,29 +42,29 @@ class LlamalithWorker(SimpleWorker):
             return super().perform_job(job, queue, *args, **kwargs)
 
 
-def prepare(app: Flask, models: list[str], name: str | None = None, cache: ModelCache | None = None) -> ModelCache:
+def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: ModelCache | None = None) -> ModelCache:
     """Load the served models (up to the cache's capacity) before taking any job."""
-    settings = app.config["SETTINGS"]
+    settings = app.settings
     cache = cache or ModelCache(settings.models, capacity=settings.max_loaded_models, threads=settings.threads)
     for key in models[: settings.max_loaded_models]:
         try:
             cache.get(key)
         except ModelLoadError as exc:  # its jobs will end as errors saying so; other models still work
             log.error("%s", exc)
-    app.extensions["llm"] = cache
-    app.extensions["stopping"] = threading.Event()
-    app.config["WORKER_NAME"] = name or f"{socket.gethostname()}:{os.getpid()}"
+    app.models = cache
+    app.stopping.clear()
+    app.worker_name = name or f"{socket.gethostname()}:{os.getpid()}"
     return cache
 
 
-def maintain(app: Flask, stop: threading.Event) -> None:
+def maintain(app: Llamalith, stop: threading.Event) -> None:
     """Heartbeat the running job every few seconds; reconcile at start and every RECONCILE_INTERVAL."""
-    interval = app.config["SETTINGS"].reconcile_interval
+    interval = app.settings.reconcile_interval
     next_reconcile = 0.0
     while not stop.is_set():
         with app.app_context():
             try:
-                jobs.heartbeat(app.config["WORKER_NAME"])
+                jobs.heartbeat(app.worker_name)
                 if time.monotonic() >= next_reconcile:
                     counts = jobs.reconcile()
                     if any(counts.values()):
@@ -74,9 +75,9 @@ def maintain(app: Flask, stop: threading.Event) -> None:
         stop.wait(min(jobs.HEARTBEAT_INTERVAL, interval))
 
 
-def serve(app: Flask, models: list[str], burst: bool = False) -> None:
+def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
     """Work until SIGTERM/SIGINT (a warm stop: the running job finishes first); survive Redis outages."""
-    connection = app.extensions["redis"]
+    connection = app.redis
     while True:
         worker = LlamalithWorker(jobs.worker_queues(models, connection), connection=connection, app=app)
         try:
@@ -93,7 +94,7 @@ def main(argv: list[str]) -> None:
         app = create_app()
     except ConfigError as exc:
         sys.exit(f"llamalith: {exc}")
-    settings = app.config["SETTINGS"]
+    settings = app.settings
     models = argv or settings.offered_models
     unknown = [key for key in models if key not in settings.models]
     if unknown:
@@ -101,7 +102,7 @@ def main(argv: list[str]) -> None:
     prepare(app, models)
     stop = threading.Event()
     threading.Thread(target=maintain, args=(app, stop), name="maintain", daemon=True).start()
-    log.info("worker %s serving %s", app.config["WORKER_NAME"], ", ".join(models))
+    log.info("worker %s serving %s", app.worker_name, ", ".join(models))
     serve(app, models)
     stop.set()
 

@@ -21,14 +21,13 @@ def main() -> None:
     from waitress import create_server, wasyncore
     from waitress.channel import HTTPChannel
 
-    settings = app.config["SETTINGS"]
+    settings = app.settings
     sockets: dict = {}
     # send_bytes=1: write each streamed chunk at once instead of buffering 18 kB (SSE tokens).
     # Many threads: every open SSE stream holds one for its whole life.
     server = create_server(app, map=sockets, host=settings.host, port=settings.port, threads=32,
                            channel_timeout=300, send_bytes=1, ident="llamalith")
-    stopping = threading.Event()
-    app.extensions["shutting_down"] = stopping
+    stopping = app.shutting_down
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     print(f"Llamalith is listening on http://{settings.host}:{settings.port}{settings.base_path}/", flush=True)

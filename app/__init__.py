@@ -1,25 +1,33 @@
 """The application factory: settings, extensions, blueprints, error handlers and CLI commands."""
 
-import logging
+from __future__ import annotations
 
-from flask import Flask
+import logging
+import threading
+from typing import TYPE_CHECKING
+
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.extensions import csrf, db, login_manager, migrate
+from app.extensions import Llamalith, csrf, db, login_manager, migrate
 from app.llm import ModelCache
-from config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from config import Settings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None) -> Llamalith:
+    from config import load_settings  # config imports app.llm's settings classes, so not at the top
+
     settings = settings or load_settings()
     settings.instance_path.mkdir(parents=True, exist_ok=True)
     # Static files are served by the ui blueprint, under BASE_PATH like everything else.
-    app = Flask(__name__, instance_path=str(settings.instance_path), static_folder=None)
+    app = Llamalith(__name__, instance_path=str(settings.instance_path), static_folder=None)
+    app.settings = settings
+    app.stopping, app.shutting_down = threading.Event(), threading.Event()
     app.config.update(
-        SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_PATH=settings.base_path or "/",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
@@ -66,34 +74,34 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cursor.close()
 
 
-def register_extensions(app: Flask, settings: Settings) -> None:
+def register_extensions(app: Llamalith, settings: Settings) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"), render_as_batch=True)
     login_manager.init_app(app)
     csrf.init_app(app)
-    app.extensions["redis"] = Redis.from_url(settings.redis_address, health_check_interval=30)
+    app.redis = Redis.from_url(settings.redis_address, health_check_interval=30)
     # Vocabulary-only models, loaded on first use, to refuse inputs that cannot fit a model's context.
-    app.extensions["tokenizers"] = ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)
+    app.tokenizers = ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)
 
 
-def register_blueprints(app: Flask) -> None:
+def register_blueprints(app: Llamalith) -> None:
     from app.api import bp as api_bp
     from app.ui import bp as ui_bp
 
-    prefix = app.config["SETTINGS"].base_path
+    prefix = app.settings.base_path
     csrf.exempt(api_bp)
     app.register_blueprint(api_bp, url_prefix=prefix + "/api")
     app.register_blueprint(ui_bp, url_prefix=prefix or None)
     app.add_url_rule(prefix + "/healthz", "healthz", lambda: {"status": "ok"})
 
 
-def register_errorhandlers(app: Flask) -> None:
+def register_errorhandlers(app: Llamalith) -> None:
     from app.errors import register
 
     register(app)
 
 
-def register_commands(app: Flask) -> None:
+def register_commands(app: Llamalith) -> None:
     from app.commands import keys, users
 
     app.cli.add_command(keys)

@@ -1,5 +1,6 @@
-"""CLI: flask --app wsgi keys create|list|revoke, users create."""
+"""CLI: flask --app wsgi keys create|list|revoke, users create|passwd|ensure-admin."""
 
+import secrets
 import sys
 
 import bcrypt
@@ -7,7 +8,7 @@ import click
 from sqlalchemy import select
 
 from app.api.auth import create_key
-from app.extensions import db
+from app.extensions import current, db
 from app.models import ApiKey, User
 
 
@@ -51,11 +52,43 @@ def users() -> None:
     pass
 
 
+password_stdin_option = click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+
+
 @users.command("create", help="Create a user, or set the password of an existing one.")
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@password_stdin_option
 def create_user(name: str, password_stdin: bool) -> None:
-    if password_stdin:
+    user = db.session.scalar(select(User).where(User.name == name)) or User(name=name)
+    _set_password(user, _read_password(password_stdin))
+    click.echo(f"User '{name}' can now log in.")
+
+
+@users.command("passwd", help="Change a user's password.")
+@click.argument("name")
+@password_stdin_option
+def change_password(name: str, password_stdin: bool) -> None:
+    user = db.session.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise click.ClickException(f"no user named '{name}'")
+    _set_password(user, _read_password(password_stdin))
+    click.echo(f"Changed the password of '{name}'.")
+
+
+@users.command("ensure-admin", help="On first run (no user yet): create 'admin' with a generated password and "
+                                    "print it, once.")
+def ensure_admin() -> None:
+    if current().settings.admin_password_hash or db.session.scalar(select(User).limit(1)):
+        return
+    password = secrets.token_urlsafe(12)
+    _set_password(User(name="admin"), password)
+    click.echo("Created the user 'admin'. Its password is shown only this once:")
+    click.echo(f"admin password: {password}")
+    click.echo("Change it with: .venv/bin/flask --app wsgi users passwd admin")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -63,11 +96,13 @@ def create_user(name: str, password_stdin: bool) -> None:
         raise click.ClickException("the password must have at least 8 characters")
     if len(password.encode()) > 72:
         raise click.ClickException("the password must be at most 72 bytes (bcrypt ignores the rest)")
-    user = db.session.scalar(select(User).where(User.name == name)) or User(name=name)
+    return password
+
+
+def _set_password(user: User, password: str) -> None:
     user.password_hash = hash_password(password)
     db.session.add(user)
     db.session.commit()
-    click.echo(f"User '{name}' can now log in.")
 
 
 def hash_password(password: str) -> str:

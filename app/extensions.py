@@ -1,10 +1,23 @@
-"""Extension objects, created unbound here and bound to the app in `create_app`."""
+"""Extension objects, created unbound here and bound to the app in `create_app`, and the app's own shared
+state as typed attributes (`current()`), instead of string keys in `app.extensions`."""
 
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, cast
+
+from flask import Flask, current_app
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from app.llm import ModelCache
+    from config import Settings
 
 
 class Base(DeclarativeBase):
@@ -15,3 +28,20 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+
+class Llamalith(Flask):
+    """The Flask app plus what its processes share. Set by `create_app`, except `models` and `worker_name`
+    (set by the worker)."""
+
+    settings: Settings
+    redis: Redis
+    tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it
+    models: ModelCache  # the worker's warm models
+    worker_name: str  # host:pid, recorded on the jobs this worker runs
+    stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue
+    shutting_down: threading.Event  # the web process is stopping: open event streams end so clients reconnect
+
+
+def current() -> Llamalith:
+    return cast(Llamalith, current_app)

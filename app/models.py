@@ -2,12 +2,14 @@
 
 import enum
 from datetime import datetime, timezone
+from itertools import groupby
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
+from app.llm import Turn
 
 
 def utcnow() -> datetime:
@@ -81,6 +83,23 @@ class Message(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+def conversation_turns(conversation_id: str, before_job_id: int | None = None) -> list[Turn]:
+    """The conversation as turns, in job order (the user's message before the answer). A job still running, or
+    one that ended without text, has no answer yet; a message whose job row is gone stands as its own turn."""
+    query = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.job_id, Message.id)
+    if before_job_id is not None:
+        query = query.where(Message.job_id < before_job_id)
+    turns = []
+    for key, messages in groupby(db.session.scalars(query), key=_turn_key):
+        by_role = {message.role: message.content for message in messages}
+        turns.append(Turn(by_role.get("user"), by_role.get("assistant"), key if isinstance(key, int) else None))
+    return turns
+
+
+def _turn_key(message: Message) -> int | str:
+    return message.job_id if message.job_id is not None else f"message-{message.id}"
 
 
 class Job(db.Model):

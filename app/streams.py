@@ -66,23 +66,34 @@ class TokenWriter:
 def read(redis: Redis, job_id: int, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, dict]]:
     """Stream entries after the id `after` as (id, fields) with str values; waits up to `block_ms` for new ones."""
     reply = redis.xread({stream_key(job_id): after}, block=block_ms)
-    if not reply:
-        return []
-    return [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}) for entry_id, fields in reply[0][1]]
+    return _decoded(reply[0][1]) if reply else []
 
 
-def partial_text(redis: Redis, job_id: int) -> str:
-    """The text generated so far by the current attempt ('' when the stream is gone)."""
+def partial_texts(redis: Redis, job_ids: list[int]) -> dict[int, str]:
+    """The text generated so far by each job's current attempt, in one round trip ('' when a stream is gone)."""
+    if not job_ids:
+        return {}
     try:
-        entries = read(redis, job_id)
+        pipe = redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.xrange(stream_key(job_id))
+        replies = pipe.execute()
     except RedisError:
-        return ""
+        return dict.fromkeys(job_ids, "")
+    return {job_id: _text_of(_decoded(entries)) for job_id, entries in zip(job_ids, replies)}
+
+
+def _text_of(entries: list[tuple[str, dict]]) -> str:
     text: list[str] = []
     for _, fields in entries:
-        if "reset" in fields:
+        if "reset" in fields:  # the job started again: what came before belongs to a lost attempt
             text.clear()
         text.append(fields.get("t", ""))
     return "".join(text)
+
+
+def _decoded(entries: list) -> list[tuple[str, dict]]:
+    return [(_text(entry_id), {_text(k): _text(v) for k, v in fields.items()}) for entry_id, fields in entries]
 
 
 def request_cancel(redis: Redis, job_id: int) -> None:

@@ -19,11 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
 
-from config import DEFAULT_MODEL_FILE, ROOT, GenerationParams, load_settings  # noqa: E402
+from app.llm import GenerationParams  # noqa: E402
+from config import DEFAULT_MODEL_KEY, load_settings  # noqa: E402
 from tests.sse import events  # noqa: E402
-from tests.stack import Stack, start_redis  # noqa: E402
+from tests.stack import MODEL_PATHS, Stack, start_redis  # noqa: E402
 
-MODEL = ROOT / "instance" / "models" / DEFAULT_MODEL_FILE
+GREEDY = {"temperature": 0}  # both ways, so both produce the same tokens
 TOPICS = ["the sea", "a forest", "a city at night", "winter", "a library", "the desert", "a train", "mountains",
           "a market", "the moon", "rain", "a lighthouse", "a garden", "a river", "an old castle", "the sky"]
 
@@ -36,15 +37,15 @@ def decode_rate(tokens: int, first: float, last: float) -> float:
     return (tokens - 1) / (last - first) if tokens > 1 and last > first else float("nan")
 
 
-def direct_run(llm, text: str, max_tokens: int, params: GenerationParams) -> tuple[float, float]:
-    """(time to first token, decode tokens/s) calling llama-cpp-python ourselves, with the API's sampling."""
-    from llama_cpp.llama_chat_format import format_gemma
-
-    prompt = format_gemma(messages=[{"role": "user", "content": text}])
+def direct_run(llm, text: str, max_tokens: int, params: GenerationParams, system_prompt: str | None):
+    """(time to first token, decode tokens/s) calling llama-cpp-python ourselves on the same chat (the GGUF's own
+    template, the model's default system prompt), with the API's sampling."""
+    messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+        {"role": "user", "content": text}]
     started = time.perf_counter()
-    stamps = [time.perf_counter() for _ in llm.create_completion(
-        prompt.prompt, max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
-        top_k=params.top_k, repeat_penalty=params.repeat_penalty, stop=[prompt.stop], stream=True)]
+    stamps = [time.perf_counter() for _ in llm.create_chat_completion(
+        messages, max_tokens=max_tokens, temperature=params.temperature, top_p=params.top_p,
+        top_k=params.top_k, repeat_penalty=params.repeat_penalty, stream=True)][1:]  # the first chunk is the role
     return stamps[0] - started, decode_rate(len(stamps), stamps[0], stamps[-1])
 
 
@@ -52,7 +53,7 @@ def api_run(stack: Stack, text: str, max_tokens: int, conversation: str) -> tupl
     """(submit to first token, decode tokens/s) through web + Redis + one warm worker + SSE."""
     started = time.perf_counter()
     answer = requests.post(stack.url + "/api/submit", headers=stack.headers, timeout=30,
-                           json={"user_input": text, "max_tokens": max_tokens, "session_id": conversation})
+                           json={"user_input": text, "max_tokens": max_tokens, "session_id": conversation, **GREEDY})
     tokens = [e.at for e in events(f"{stack.url}/api/jobs/{answer.json()['job_id']}/events", stack.headers)
               if e.event == "token"]
     return tokens[0] - started, decode_rate(len(tokens), tokens[0], tokens[-1])
@@ -66,16 +67,18 @@ def measure(texts: list[str], max_tokens: int) -> tuple[list, list]:
         folder = Path(folder)
         redis, socket = start_redis(folder)
         environ = {"LLAMALITH_INSTANCE": str(folder / "instance"), "REDIS_URL": f"unix://{socket}",
-                   "SECRET_KEY": "bench", "GEMMA3_270M_PATH": str(MODEL), "LLM_TEMP": "0"}
-        params = load_settings(environ).generation
+                   "SECRET_KEY": "bench", "LLM_MODELS": DEFAULT_MODEL_KEY, **MODEL_PATHS}
+        settings = load_settings(environ)
+        model = settings.models[DEFAULT_MODEL_KEY]
+        params = settings.params_for(DEFAULT_MODEL_KEY, GREEDY)
         stack = Stack(environ, folder)
-        llm = Llama(str(MODEL), n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
+        llm = Llama(str(model.path), n_ctx=model.n_ctx, n_threads=os.cpu_count(), verbose=False)
         try:
             stack.start_web()
             stack.start_worker()
             direct, api = [], []
             for n, text in enumerate(["warm-up"] + texts):
-                direct.append(direct_run(llm, text, max_tokens, params))
+                direct.append(direct_run(llm, text, max_tokens, params, model.system_prompt))
                 api.append(api_run(stack, text, max_tokens, f"bench-{n}"))
             return direct[1:], api[1:]
         finally:
@@ -94,7 +97,7 @@ def main() -> None:
     direct_rate = statistics.median(rate for _, rate in direct)
     api_rate = statistics.median(rate for _, rate in api)
     overheads = [(api_ttft - direct_ttft) * 1000 for (direct_ttft, _), (api_ttft, _) in zip(direct, api)]
-    print(f"prompts: {args.prompts}, max_tokens: {args.max_tokens}, cpus: {os.cpu_count()}")
+    print(f"model: {DEFAULT_MODEL_KEY}, prompts: {args.prompts}, max_tokens: {args.max_tokens}, cpus: {os.cpu_count()}")
     print(f"direct llama-cpp-python: decode {direct_rate:6.1f} tok/s, "
           f"first token {statistics.median(t for t, _ in direct) * 1000:6.1f} ms (medians)")
     print(f"through the API        : decode {api_rate:6.1f} tok/s, "

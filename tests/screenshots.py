@@ -11,8 +11,7 @@ sys.path.insert(0, str(ROOT))  # run as a script, the project is not on the path
 import requests  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from config import DEFAULT_MODEL_FILE  # noqa: E402
-from tests.stack import Stack, start_redis  # noqa: E402
+from tests.stack import MODEL_PATHS, Stack, start_redis  # noqa: E402
 from tests.ui.browser import create_user, launch, send, sign_in  # noqa: E402
 
 IMAGES = ROOT / "docs" / "images"
@@ -27,8 +26,7 @@ def main() -> None:
         folder = Path(folder)
         redis, socket = start_redis(folder)
         stack = Stack({"LLAMALITH_INSTANCE": str(folder / "instance"), "REDIS_URL": f"unix://{socket}",
-                       "SECRET_KEY": "screenshots", "GEMMA3_270M_PATH": str(ROOT / "instance" / "models" / DEFAULT_MODEL_FILE),
-                       "LLM_MAX_TOKENS": "120", "LLM_TEMP": "0"}, folder)
+                       "SECRET_KEY": "screenshots", "LLM_MAX_TOKENS": "120", **MODEL_PATHS}, folder)
         try:
             create_user(stack)
             stack.start_web()
@@ -51,12 +49,11 @@ def capture(browser, stack: Stack) -> None:
     other_conversations(stack)
     sign_in(page, stack.url)
     page.get_by_role("link", name="New conversation").click()
-    # Gemma 3 270M (the base model) continues text better than it answers questions.
-    send(page, "A recipe for pancakes.\n\nIngredients:\n-")
+    send(page, "Write a Python function that reverses a string.")
     expect(page.locator(".bubble.assistant")).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
-    page.get_by_label("Message").fill("How many pancakes does that make?")
-    page.locator(".composer details").evaluate("details => details.open = true")
-    page.get_by_label("System prompt").fill("You are a friendly cook.")
+    send(page, "What is the capital of France?")
+    expect(page.locator(".bubble.assistant").last).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
+    page.locator(".composer details.advanced").evaluate("details => details.open = true")
     page.get_by_label("Message").focus()
     shoot(page, "chat")
 

@@ -32,13 +32,3 @@ def events(url: str, headers: dict, last_event_id: str | None = None, timeout: f
                 yield Event(fields.get("event", "message"), json.loads(fields["data"]), fields.get("id"),
                             time.perf_counter())
             fields = {}
-
-
-def raw_lines(url: str, headers: dict, count: int) -> list[str]:
-    with requests.get(url, headers=headers, stream=True, timeout=30) as response:
-        lines = []
-        for line in response.iter_lines(decode_unicode=True, chunk_size=1):
-            lines.append(line)
-            if len(lines) >= count:
-                return lines
-    return lines

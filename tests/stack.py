@@ -14,7 +14,12 @@ from redis import Redis
 from app import create_app
 from app.api.auth import create_key
 from app.extensions import db
+from app.llm.bundled import BUNDLED
+from app.llm.settings import model_variable
 from config import ROOT, load_settings
+
+# The bundled models `make setup` assembled, for instance folders elsewhere (tests, benchmarks, screenshots).
+MODEL_PATHS = {model_variable(model.key, "PATH"): str(ROOT / "instance" / "models" / model.file) for model in BUNDLED}
 
 
 class Stack:

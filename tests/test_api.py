@@ -4,6 +4,7 @@ import pytest
 
 from app.models import Job, Message
 from app.extensions import db
+from tests.factories import MODEL, recorded_statements
 
 
 def submit(client, headers, **body):
@@ -29,7 +30,7 @@ def test_submit_poll_status_and_list(client, api_headers, work):
 
 def test_second_turn_sees_the_first_in_its_prompt(client, api_headers, work, model_cache):
     seen = []
-    model = model_cache.get("gemma3-270m")
+    model = model_cache.get(MODEL)
     real_generate = model.generate
 
     def spy(tokens, params, stop):  # records the prompt, then runs the real model
@@ -52,7 +53,7 @@ def test_second_turn_sees_the_first_in_its_prompt(client, api_headers, work, mod
 
 
 def test_the_model_is_loaded_once_across_jobs(client, api_headers, work, model_cache):
-    model_cache.get("gemma3-270m")
+    model_cache.get(MODEL)
     loads = model_cache.loads
     for n in range(3):
         submit(client, api_headers, user_input=f"Count to {n}.")
@@ -122,10 +123,56 @@ def test_bad_job_filters(client, api_headers, query):
     assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_request"
 
 
-def test_models_lists_the_default(client, api_headers):
+def test_models_lists_both_bundled_models_with_descriptions_and_system_prompts(client, api_headers):
     models = client.get("/chat/api/models", headers=api_headers).json
-    assert models["default"] == "gemma3-270m"
-    assert models["models"][0]["id"] == "gemma3-270m" and models["models"][0]["chat_format"] == "gemma"
+    assert models["default"] == "smollm2-135m"
+    smollm2, gemma = models["models"]
+    assert (smollm2["id"], gemma["id"]) == ("smollm2-135m", "gemma3-270m")
+    assert smollm2["system_prompt"] == "You are a helpful assistant. Answer briefly and accurately."
+    assert "chat model" in smollm2["description"] and smollm2["params"]["temperature"] == 0.2
+    assert gemma["system_prompt"] is None and "base model" in gemma["description"] and gemma["chat_format"] == "gemma"
+
+
+@pytest.mark.parametrize("sent, recorded", [
+    ({}, "You are a helpful assistant. Answer briefly and accurately."),
+    ({"system_prompt": "Be a pirate."}, "Be a pirate."),
+    ({"system_prompt": ""}, None),
+    ({"model": "gemma3-270m"}, None),
+])
+def test_a_job_records_the_system_prompt_it_uses(client, api_headers, sent, recorded):
+    job = submit(client, api_headers, user_input="hi", **sent).json
+    assert job["system_prompt"] == recorded
+
+
+def test_the_default_model_answers_a_question_through_its_chat_template(client, api_headers, work, model_cache):
+    """What a newcomer asks first: SmolLM2 answers rather than echoing, and its prompt is ChatML from the GGUF."""
+    model = model_cache.get(MODEL)
+    real_generate, prompts = model.generate, []
+
+    def spy(tokens, params, stop):
+        prompts.append(model.llm.detokenize(tokens, special=True).decode())
+        return real_generate(tokens, params, stop)
+
+    model.generate = spy
+    try:
+        question = "What is the capital of France?"
+        job_id = submit(client, api_headers, user_input=question, max_tokens=24, temperature=0).json["job_id"]
+        work()
+    finally:
+        del model.generate
+    answer = client.get(f"/chat/api/jobs/{job_id}", headers=api_headers).json["result"]
+    assert prompts == ["<|im_start|>system\nYou are a helpful assistant. Answer briefly and accurately.<|im_end|>\n"
+                       f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"]
+    assert "Paris" in answer and question not in answer
+
+
+def test_listing_many_jobs_takes_a_few_statements(client, api_headers):
+    for n in range(30):
+        submit(client, api_headers, user_input=f"Question {n}", session_id=f"c{n % 3}")
+    with recorded_statements() as statements:
+        jobs = client.get("/chat/api/jobs?limit=1000", headers=api_headers).json["jobs"]
+    assert [job["queue_position"] for job in reversed(jobs)] == list(range(1, 31))
+    assert len(statements) <= 5, statements  # the key, the jobs, their positions, the recent durations per model
 
 
 def test_healthz_needs_no_key(client):
@@ -133,7 +180,7 @@ def test_healthz_needs_no_key(client):
 
 
 def test_a_key_over_its_rate_limit_gets_429(client, api_headers, app, runner):
-    app.config["SETTINGS"].api_rate_limit = 3
+    app.settings.api_rate_limit = 3
     for _ in range(3):
         assert client.get("/chat/api/models", headers=api_headers).status_code == 200
     answer = client.get("/chat/api/models", headers=api_headers)

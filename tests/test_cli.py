@@ -1,5 +1,7 @@
 """flask --app wsgi keys ... / users ..., through Flask's CLI runner."""
 
+import re
+
 import bcrypt
 from sqlalchemy import select
 
@@ -49,3 +51,28 @@ def test_migrations_match_the_models(app):
     from flask_migrate import check
 
     check()  # raises if a model changed without a migration
+
+
+def test_first_run_creates_admin_once_and_prints_its_password(runner, app):
+    first = runner.invoke(args=["users", "ensure-admin"])
+    password = re.search(r"^admin password: (\S+)$", first.stdout, re.M).group(1)
+    admin = db.session.scalar(select(User).where(User.name == "admin"))
+    assert len(password) >= 16 and password not in admin.password_hash
+    assert bcrypt.checkpw(password.encode(), admin.password_hash.encode())
+    assert runner.invoke(args=["users", "ensure-admin"]).stdout == ""  # a user exists: nothing to do
+
+
+def test_no_generated_password_when_the_admin_password_hash_is_set(runner, app):
+    app.settings.admin_password_hash = bcrypt.hashpw(b"original admin", bcrypt.gensalt(rounds=4)).decode()
+    assert runner.invoke(args=["users", "ensure-admin"]).stdout == ""
+    assert db.session.scalar(select(User)) is None
+
+
+def test_passwd_changes_an_existing_users_password(runner):
+    runner.invoke(args=["users", "create", "alice", "--password-stdin"], input="correct horse\n")
+    assert runner.invoke(args=["users", "passwd", "alice", "--password-stdin"], input="battery staple\n").exit_code == 0
+    db.session.expire_all()
+    user = db.session.scalar(select(User).where(User.name == "alice"))
+    assert bcrypt.checkpw(b"battery staple", user.password_hash.encode())
+    missing = runner.invoke(args=["users", "passwd", "nobody", "--password-stdin"], input="battery staple\n")
+    assert missing.exit_code != 0 and "no user named 'nobody'" in missing.output

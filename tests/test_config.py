@@ -3,21 +3,34 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from config import ROOT, ConfigError, load_settings
-from tests.conftest import MODEL_PATH
+from tests.stack import MODEL_PATHS
 
 BASE = {"SECRET_KEY": "x"}
+MODEL_PATH = Path(MODEL_PATHS["SMOLLM2_135M_PATH"])
 
 
-def test_defaults_serve_the_bundled_gemma(tmp_path):
+def test_defaults_serve_the_bundled_models_smollm2_first(tmp_path):
     settings = load_settings({**BASE, "LLAMALITH_INSTANCE": str(ROOT / "instance")})
-    assert settings.offered_models == ["gemma3-270m"]
-    assert settings.models["gemma3-270m"].chat_format == "gemma"
+    assert settings.offered_models == ["smollm2-135m", "gemma3-270m"]
+    smollm2, gemma = settings.models["smollm2-135m"], settings.models["gemma3-270m"]
+    assert smollm2.chat_format is None and smollm2.system_prompt and "chat model" in smollm2.description
+    assert gemma.chat_format == "gemma" and gemma.system_prompt is None and "base model" in gemma.description
     assert (settings.base_path, settings.host, settings.port) == ("/chat", "127.0.0.1", 8000)
     assert settings.redis_address == f"unix://{ROOT / 'instance' / 'redis.sock'}"
+
+
+def test_a_model_from_the_environment_alone_with_its_chat_format_and_system_prompt(tmp_path):
+    settings = load_settings({**BASE, "LLM_MODELS": "mythomax,smollm2-135m", "MYTHOMAX_PATH": str(MODEL_PATH),
+                              "MYTHOMAX_CHAT_FORMAT": "alpaca", "MYTHOMAX_SYSTEM_PROMPT": "Be terse.",
+                              "SMOLLM2_135M_SYSTEM_PROMPT": "Talk like a pirate.", **MODEL_PATHS})
+    assert settings.offered_models == ["mythomax", "smollm2-135m"] and set(settings.models) == set(settings.offered_models)
+    assert (settings.models["mythomax"].chat_format, settings.models["mythomax"].system_prompt) == ("alpaca", "Be terse.")
+    assert settings.models["smollm2-135m"].system_prompt == "Talk like a pirate."
 
 
 def test_original_config_file_format(tmp_path):
@@ -83,15 +96,15 @@ def test_bad_settings_name_themselves(tmp_path, environ, config, named):
 
 def test_missing_secret_key_stops_outside_development(tmp_path):
     with pytest.raises(ConfigError, match="SECRET_KEY"):
-        load_settings({"LLAMALITH_INSTANCE": str(tmp_path), "GEMMA3_270M_PATH": str(MODEL_PATH)})
-    assert load_settings({"LLAMALITH_INSTANCE": str(tmp_path), "GEMMA3_270M_PATH": str(MODEL_PATH),
+        load_settings({"LLAMALITH_INSTANCE": str(tmp_path), **MODEL_PATHS})
+    assert load_settings({"LLAMALITH_INSTANCE": str(tmp_path), **MODEL_PATHS,
                           "LLAMALITH_DEVELOPMENT": "1"}).secret_key
 
 
 @pytest.mark.parametrize("command", [["wsgi.py"], ["worker.py"], ["-m", "flask", "--app", "wsgi", "keys", "list"]])
 def test_processes_exit_with_one_line(tmp_path, command):
     environ = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x", "LLAMALITH_INSTANCE": str(tmp_path), "LLM_TEMP": "hot",
-               "GEMMA3_270M_PATH": str(MODEL_PATH)}
+               **MODEL_PATHS}
     result = subprocess.run([sys.executable, *command], env=environ, cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0
@@ -104,7 +117,7 @@ def test_processes_exit_with_one_line(tmp_path, command):
 def test_https_and_proxy_settings_reach_the_app(tmp_path):
     from app import create_app
 
-    settings = load_settings({**BASE, "LLAMALITH_INSTANCE": str(tmp_path), "GEMMA3_270M_PATH": str(MODEL_PATH),
+    settings = load_settings({**BASE, "LLAMALITH_INSTANCE": str(tmp_path), **MODEL_PATHS,
                               "SECURE_COOKIES": "1", "TRUST_PROXY": "1"})
     app = create_app(settings)
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["REMEMBER_COOKIE_SECURE"]

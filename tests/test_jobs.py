@@ -11,6 +11,7 @@ from app.extensions import db
 from app.llm import ContextTooLong, Turn, fit_prompt
 from app.models import Job, Message, utcnow
 from config import load_settings
+from tests.factories import MODEL
 
 import pytest
 
@@ -36,21 +37,21 @@ def test_unreadable_gguf_fails_once_and_is_not_retried(environ, tmp_path):
 
 
 def test_lost_worker_is_retried_with_backoff_then_given_up(app):
-    job = jobs.submit("c-2", "hello", "gemma3-270m", None, {})
+    job = jobs.submit("c-2", "hello", MODEL, None, {})
     stale = utcnow() - timedelta(seconds=jobs.HEARTBEAT_STALE + 1)
-    for attempt in range(1, app.config["SETTINGS"].max_attempts + 1):
+    for attempt in range(1, app.settings.max_attempts + 1):
         db.session.execute(db.update(Job).values(status="processing", attempts=attempt, heartbeat_at=stale,
                                                  worker="gone"))
         db.session.commit()
         jobs.reconcile()
         db.session.refresh(job)
-        if attempt < app.config["SETTINGS"].max_attempts:
+        if attempt < app.settings.max_attempts:
             assert job.status == "queued" and job.retry_at > utcnow() + timedelta(seconds=2 ** attempt - 1)
     assert (job.status, job.error_code) == ("error", "worker_lost")
 
 
 def test_duplicate_delivery_runs_once(app, work):
-    job = jobs.submit("c-3", "hello", "gemma3-270m", None, {})
+    job = jobs.submit("c-3", "hello", MODEL, None, {})
     jobs.enqueue(job)  # the same job twice on the queue, as after a reconcile race
     work()
     db.session.refresh(job)
@@ -59,12 +60,12 @@ def test_duplicate_delivery_runs_once(app, work):
 
 
 def test_a_job_redis_never_got_is_enqueued_by_the_reconciler(app, work):
-    app.extensions["redis"].close()
-    good_redis = app.extensions["redis"]
-    app.extensions["redis"] = type(good_redis).from_url("redis://127.0.0.1:1")  # nothing listens there
-    job = jobs.submit("c-4", "hello", "gemma3-270m", None, {})
+    app.redis.close()
+    good_redis = app.redis
+    app.redis = type(good_redis).from_url("redis://127.0.0.1:1")  # nothing listens there
+    job = jobs.submit("c-4", "hello", MODEL, None, {})
     assert job.status == "queued"  # accepted although Redis was unreachable
-    app.extensions["redis"] = good_redis
+    app.redis = good_redis
     assert jobs.reconcile()["enqueued"] == 1
     work()
     db.session.refresh(job)
@@ -72,7 +73,7 @@ def test_a_job_redis_never_got_is_enqueued_by_the_reconciler(app, work):
 
 
 def test_history_is_trimmed_oldest_first_and_the_system_prompt_kept(model_cache):
-    model = model_cache.get("gemma3-270m")
+    model = model_cache.get(MODEL)
     history = [Turn(f"question {n} " + "filler " * 300, f"answer {n}") for n in range(12)]
     prompt = fit_prompt(model, "SYSTEM RULES", history, "the new question", max_tokens=512, safety_margin=64)
     text = model.llm.detokenize(prompt.tokens, special=True).decode()
@@ -84,12 +85,12 @@ def test_history_is_trimmed_oldest_first_and_the_system_prompt_kept(model_cache)
 
 def test_input_that_cannot_fit_is_refused(model_cache):
     with pytest.raises(ContextTooLong, match="max_tokens"):
-        fit_prompt(model_cache.get("gemma3-270m"), None, [], "word " * 5000, max_tokens=64, safety_margin=64)
+        fit_prompt(model_cache.get(MODEL), None, [], "word " * 5000, max_tokens=64, safety_margin=64)
 
 
 def test_a_job_that_waited_too_long_ends_without_running(app, work):
-    job = jobs.submit("c-5", "hello", "gemma3-270m", None, {})
-    db.session.execute(db.update(Job).values(created_at=utcnow() - timedelta(seconds=app.config["SETTINGS"].max_queue_wait + 1)))
+    job = jobs.submit("c-5", "hello", MODEL, None, {})
+    db.session.execute(db.update(Job).values(created_at=utcnow() - timedelta(seconds=app.settings.max_queue_wait + 1)))
     db.session.commit()
     work()
     db.session.refresh(job)

@@ -24,7 +24,7 @@ def test_worker_loads_each_model_once(stack):
     stack.start_worker()
     ids = [stack.submit(user_input=f"Say {n}.")["job_id"] for n in range(4)]
     assert all(stack.wait_job(job_id)["status"] == "done" for job_id in ids)
-    assert len(re.findall(r"loaded model gemma3-270m", stack.log_text())) == 1
+    assert len(re.findall(r"loaded model smollm2-135m", stack.log_text())) == 1
 
 
 def test_readme_commands_work_as_written(stack):

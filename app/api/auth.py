@@ -7,13 +7,13 @@ import secrets
 import time
 from datetime import timedelta
 
-from flask import current_app, g, request
+from flask import g, request
 from redis import RedisError
 from sqlalchemy import select
 
 from app.api import bp
 from app.errors import APIError
-from app.extensions import db
+from app.extensions import current, db
 from app.models import ApiKey, utcnow
 
 PREFIX = "llk_"
@@ -56,13 +56,13 @@ def require_api_key() -> None:
 def enforce_rate_limit(api_key: ApiKey) -> None:
     """At most API_RATE_LIMIT requests per key per clock minute, so one automation cannot flood the box.
     Counted in Redis to hold across web processes; if Redis is down, requests are let through."""
-    limit = current_app.config["SETTINGS"].api_rate_limit
+    limit = current().settings.api_rate_limit
     if not limit:
         return
     window = int(time.time() // 60)
     key = f"llamalith:rate:{api_key.id}:{window}"
     try:
-        count, _ = current_app.extensions["redis"].pipeline().incr(key).expire(key, 120).execute()
+        count, _ = current().redis.pipeline().incr(key).expire(key, 120).execute()
     except RedisError:
         return
     if count > limit:

@@ -6,17 +6,16 @@ database session while it waits (sessions are opened per check), so idle streams
 
 import json
 import re
-import threading
 import time
 
-from flask import Response, current_app, request, stream_with_context
+from flask import Response, request, stream_with_context
 from redis import RedisError
 
 from app import streams
 from app.api import bp
 from app.api.routes import get_job, job_json
 from app.errors import APIError
-from app.extensions import db
+from app.extensions import current, db
 from app.models import Job
 
 KEEPALIVE_SECONDS = 15
@@ -40,8 +39,7 @@ def job_events(job_id: int):
 
 
 def _events(job_id: int, after: str):
-    redis = current_app.extensions["redis"]
-    shutting_down = current_app.extensions.get("shutting_down") or threading.Event()
+    redis, shutting_down = current().redis, current().shutting_down
     yield f": job {job_id}\n\n"  # sends the headers through proxies at once
     cursor, seen_any, quiet_since = after, after != "0-0", 0.0  # 0.0: check the database at the first pause
     while not shutting_down.is_set():  # on shutdown the client reconnects (Last-Event-ID) elsewhere

@@ -1,23 +1,23 @@
 """JSON routes: the contract in docs/api.md."""
 
-from flask import current_app, g, request, url_for
+from flask import g, request, url_for
 from sqlalchemy import select
 
-from app import jobs
+from app import jobs, submissions
 from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
-from app.extensions import db
-from app.llm import ContextTooLong, ModelCache, ModelLoadError, fit_prompt
+from app.extensions import current, db
 from app.models import Conversation, Job, JobStatus, Message, Priority
 
+# A refusal's HTTP status; the rest are the client's to fix (400).
+REFUSAL_STATUS = {"model_unavailable": 503}
 
-def job_json(job: Job) -> dict:
+
+def job_json(job: Job, progress: jobs.Progress | None = None) -> dict:
+    """The job as the API shows it; `progress` comes from `jobs.progress` when many jobs are shown at once."""
+    progress = progress or jobs.progress([job])[job.id]
     finished = job.finished
-    position = jobs.queue_position(job)
-    result = job.result
-    if job.status == JobStatus.PROCESSING.value:
-        result = jobs.partial_result(job)
     return {
         "id": job.id,
         "conversation_id": job.conversation_id,
@@ -26,12 +26,12 @@ def job_json(job: Job) -> dict:
         "system_prompt": job.system_prompt,
         "params": job.params,
         "status": job.status,
-        "result": result,
+        "result": progress.partial if job.status == JobStatus.PROCESSING.value else job.result,
         "error": {"code": job.error_code, "message": job.error} if job.error_code else None,
         "priority": job.priority,
         "attempts": job.attempts,
-        "queue_position": position,
-        "eta_seconds": jobs.eta_seconds(job, position),
+        "queue_position": progress.position,
+        "eta_seconds": progress.eta_seconds,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "processed_at": _iso(job.processed_at),
@@ -62,31 +62,17 @@ def get_job(job_id: int) -> Job:
 @bp.post("/submit")
 def submit():
     body = parse(SubmitRequest, request.get_json(force=True, silent=True))
-    settings = jobs.settings()
-    model = body.model or settings.default_model
-    if model not in settings.offered_models:
-        raise APIError(400, "unknown_model", f"unknown model '{model}'; available: {', '.join(settings.offered_models)}")
     priority = body.priority or Priority.BATCH.value
     if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
         raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
     overrides = body.overrides()
-    check_fits(model, body.system_prompt, body.user_input, overrides)
-    job = jobs.submit(body.conversation_id(), body.user_input, model, body.system_prompt, overrides,
+    try:
+        model, system_prompt = submissions.check(body.model, body.system_prompt, body.user_input, overrides)
+    except submissions.Refused as refused:
+        raise APIError(REFUSAL_STATUS.get(refused.code, 400), refused.code, refused.message) from None
+    job = jobs.submit(body.conversation_id(), body.user_input, model, system_prompt, overrides,
                       priority=priority, api_key_id=g.api_key.id)
     return {"job_id": job.id, **job_json(job)}, 202, {"Location": url_for("api.job", job_id=job.id)}
-
-
-def check_fits(model: str, system_prompt: str | None, user_input: str, overrides: dict) -> None:
-    """Reject at once an input that cannot fit the model's context even without history."""
-    settings = jobs.settings()
-    tokenizers: ModelCache = current_app.extensions["tokenizers"]
-    max_tokens = settings.params_for(model, overrides).max_tokens
-    try:
-        fit_prompt(tokenizers.get(model), system_prompt, [], user_input, max_tokens, settings.safety_margin)
-    except ContextTooLong as exc:
-        raise APIError(400, "context_length_exceeded", str(exc)) from None
-    except ModelLoadError as exc:
-        raise APIError(503, "model_unavailable", str(exc)) from None
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -106,7 +92,9 @@ def list_jobs():
     limit = request.args.get("limit", "50")
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 1000")
-    return {"jobs": [job_json(job) for job in db.session.scalars(query.limit(int(limit)))]}
+    found = db.session.scalars(query.limit(int(limit))).all()
+    progress = jobs.progress(found)
+    return {"jobs": [job_json(job, progress[job.id]) for job in found]}
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -131,14 +119,16 @@ def status(conversation_id: str):
 
 @bp.get("/models")
 def models():
-    settings = jobs.settings()
+    settings = current().settings
     return {
         "default": settings.default_model,
         "models": [
             {
                 "id": key,
+                "description": settings.models[key].description,
                 "file": settings.models[key].path.name,
                 "chat_format": settings.models[key].chat_format,
+                "system_prompt": settings.models[key].system_prompt,
                 "n_ctx": settings.models[key].n_ctx,
                 "params": settings.params_for(key).model_dump(),
                 "queue_depth": jobs.queue_depth(key),

@@ -1,15 +1,13 @@
 """Request bodies, validated with the same GenerationParams the worker uses."""
 
-import re
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import APIError
-from config import GenerationParams
-
-CONVERSATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+from app.llm import GenerationParams
+from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_conversation_id
 
 
 class SubmitRequest(GenerationParams):
@@ -17,10 +15,11 @@ class SubmitRequest(GenerationParams):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    user_input: str = Field(min_length=1, max_length=1_000_000)
+    user_input: str = Field(min_length=1, max_length=MAX_INPUT_CHARS)
     model: str | None = None
     session_id: str | None = Field(None, description="conversation id; created when new")
-    system_prompt: str | None = Field(None, max_length=100_000)
+    system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_PROMPT_CHARS,
+                                      description="default: the model's; an empty string sends none")
     priority: Literal["interactive", "batch"] | None = None
 
     @field_validator("user_input")
@@ -33,7 +32,7 @@ class SubmitRequest(GenerationParams):
     @field_validator("session_id")
     @classmethod
     def _conversation_id(cls, value: str | None) -> str | None:
-        if value is not None and not CONVERSATION_ID.match(value):
+        if value is not None and not valid_conversation_id(value):
             raise ValueError("must be 1-128 characters: letters, digits and . _ : @ - (e.g. 'story-123')")
         return value
 

@@ -2,5 +2,7 @@
 
 from app.llm.models import LoadedModel, ModelCache, ModelLoadError
 from app.llm.prompt import ContextTooLong, Turn, fit_prompt
+from app.llm.settings import GenerationParams, ModelSettings
 
-__all__ = ["ContextTooLong", "LoadedModel", "ModelCache", "ModelLoadError", "Turn", "fit_prompt"]
+__all__ = ["ContextTooLong", "GenerationParams", "LoadedModel", "ModelCache", "ModelLoadError", "ModelSettings", "Turn",
+           "fit_prompt"]

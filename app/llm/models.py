@@ -8,7 +8,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from config import GenerationParams, ModelSettings
+from app.llm.settings import GenerationParams, ModelSettings, model_variable
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def chat_formatter(key: str, chat_format: str | None, llm) -> Callable:
         raise ModelLoadError(f"model '{key}': unknown chat_format '{chat_format}'")
     template = llm.metadata.get("tokenizer.chat_template")
     if not template:
-        raise ModelLoadError(f"model '{key}' has no chat template in its GGUF; set its chat_format (e.g. 'chatml')")
+        raise ModelLoadError(f"model '{key}' has no chat template in its GGUF: set its chat format, e.g. "
+                             f"{model_variable(key, 'CHAT_FORMAT')}=chatml (or 'chat_format' in the config file)")
     eos, bos = llm.token_eos(), llm.token_bos()
     return llama_chat_format.Jinja2ChatFormatter(
         template=template,

@@ -5,8 +5,15 @@ from dataclasses import dataclass
 
 @dataclass
 class Turn:
-    user: str
-    assistant: str
+    """One exchange of a conversation: the user's message and the answer (None while there is none yet)."""
+
+    user: str | None
+    assistant: str | None
+    job_id: int | None = None  # the job that answered; None for messages whose job row is gone
+
+    @property
+    def complete(self) -> bool:
+        return self.user is not None and self.assistant is not None
 
 
 @dataclass

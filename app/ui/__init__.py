@@ -17,7 +17,7 @@ def wants_fragment() -> bool:
 def keep_pages_private(response: Response) -> Response:
     """Pages are per-user and live: never cache them (the back button after logout must not show them),
     and since one URL answers htmx with a fragment and browsers with a page, caches must tell them apart."""
-    if request.endpoint != "ui.static":
+    if request.endpoint not in ("ui.static", "ui.highlight_css"):
         response.headers["Cache-Control"] = "no-store"
         response.vary.add("HX-Request")
     return response
@@ -28,4 +28,4 @@ def index():
     return redirect(url_for("ui.conversations"))
 
 
-from app.ui import auth, chat, job_pages, render  # noqa: E402,F401  (routes and filters register themselves on bp)
+from app.ui import answers, auth, chat, job_pages, render  # noqa: E402,F401  (routes and filters register themselves on bp)

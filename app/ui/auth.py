@@ -8,13 +8,12 @@ import logging
 from urllib.parse import urlsplit
 
 import bcrypt
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 from redis import Redis, RedisError
 from sqlalchemy import select
 
-from app.extensions import db, login_manager
-from app.jobs import settings
+from app.extensions import current, db, login_manager
 from app.models import User
 from app.ui import bp
 from app.ui.forms import LoginForm
@@ -24,7 +23,7 @@ log = logging.getLogger(__name__)
 ADMIN = "admin"
 # Checked when the name is unknown, so a wrong name takes as long as a wrong password and names stay secret.
 UNKNOWN_USER_HASH = "$2b$12$AdBfBWbiro2/vRtLZ0i6Lu0zS66uD48wSIBxQ0cdX.uNUJvc2Ixaq"
-PUBLIC_ENDPOINTS = {"ui.login", "ui.static"}
+PUBLIC_ENDPOINTS = {"ui.login", "ui.static", "ui.highlight_css"}
 
 login_manager.login_view = "ui.login"
 
@@ -59,7 +58,7 @@ def login():
     if not form.validate_on_submit():
         return render_template("login.html", form=form)
     name = form.name.data.strip()
-    throttle = LoginThrottle(current_app.extensions["redis"], name, request.remote_addr or "unknown")
+    throttle = LoginThrottle(current().redis, name, request.remote_addr or "unknown")
     if throttle.blocked():
         minutes = max(1, round(throttle.seconds_left() / 60))
         error = f"Too many failed attempts for this name. Wait about {minutes} minute{'s' * (minutes > 1)} and try again."
@@ -86,7 +85,7 @@ def authenticate(name: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.name == name))
     if password_matches(password, user.password_hash if user else UNKNOWN_USER_HASH):
         return user
-    admin_hash = settings().admin_password_hash
+    admin_hash = current().settings.admin_password_hash
     if name == ADMIN and admin_hash and password_matches(password, admin_hash):
         return user or _create_admin(admin_hash)
     return None
@@ -130,7 +129,7 @@ class LoginThrottle:
 
     def blocked(self) -> bool:
         try:
-            return int(self.redis.get(self.key) or 0) >= settings().login_attempts
+            return int(self.redis.get(self.key) or 0) >= current().settings.login_attempts
         except RedisError as exc:
             log.warning("login throttle unavailable (%s); allowing the attempt", exc)
             return False
@@ -139,13 +138,13 @@ class LoginThrottle:
         try:
             return max(self.redis.ttl(self.key), 1)
         except RedisError:
-            return settings().login_window
+            return current().settings.login_window
 
     def record_failure(self) -> None:
         # SET NX EX starts the window with the first failure; INCR keeps that expiry. One transaction,
         # so a crash between the two can never leave a counter without an expiry.
         try:
-            self.redis.pipeline().set(self.key, 0, ex=settings().login_window, nx=True).incr(self.key).execute()
+            self.redis.pipeline().set(self.key, 0, ex=current().settings.login_window, nx=True).incr(self.key).execute()
         except RedisError as exc:
             log.warning("login throttle unavailable (%s); failure not counted", exc)
 

@@ -5,36 +5,22 @@ single-team, self-hosted tool, and a conversation records who started it (`user_
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from itertools import groupby
 
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 
-from app import jobs
-from app.api.routes import check_fits
-from app.api.schemas import CONVERSATION_ID
-from app.errors import APIError
-from app.extensions import db
-from app.models import Conversation, Job, JobStatus, Message, Priority
+from app import jobs, submissions
+from app.extensions import current, db
+from app.llm import Turn
+from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns
 from app.ui import bp, wants_fragment
-from app.ui.forms import PromptForm, RenameForm
-from app.ui.job_pages import Answer, answer_for, bubble_location
+from app.ui.answers import Answer, answers_for, bubble_location
+from app.ui.forms import ADVANCED, PromptForm, RenameForm
 from app.ui.paging import paginate
 
 CONVERSATIONS_PER_PAGE = 25
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
-
-
-@dataclass
-class Turn:
-    """One exchange: the prompt, then either a job's answer or (for a message without a job) its reply text."""
-
-    prompt: str | None
-    reply: str | None
-    answer: Answer | None
-
 
 # The list -------------------------------------------------------------------------------------------
 
@@ -116,21 +102,22 @@ def stop_unfinished_jobs(conversation_id: str) -> None:
 @bp.get("/conversations/new")
 def new_conversation():
     """A fresh id; nothing is stored until the first prompt is sent (jobs.submit creates the conversation)."""
-    return render_chat(f"ui-{uuid.uuid4().hex[:16]}", None, composer([]))
+    return render_chat(f"ui-{uuid.uuid4().hex[:16]}", None, composer(None))
 
 
 @bp.get("/conversations/<conversation_id>")
 def chat(conversation_id: str):
     conversation = db.get_or_404(Conversation, conversation_id)
-    turns = conversation_turns(conversation_id)
-    return render_chat(conversation_id, conversation, composer(turns), turns)
+    turns, answers = conversation_view(conversation_id)
+    last = answers[turns[-1].job_id].job if turns and turns[-1].job_id in answers else None
+    return render_chat(conversation_id, conversation, composer(last), turns, answers)
 
 
 @bp.post("/conversations/<conversation_id>/messages")
 def send(conversation_id: str):
     """Without JavaScript: a plain POST, then a redirect to the answer's bubble. With htmx: the new turn
     (the prompt and a bubble that polls the job) plus a fresh composer, swapped in without a reload."""
-    if not CONVERSATION_ID.match(conversation_id):
+    if not submissions.valid_conversation_id(conversation_id):
         abort(404)
     form = PromptForm()
     job = submit(conversation_id, form) if form.validate() else None
@@ -138,22 +125,23 @@ def send(conversation_id: str):
         return refuse(conversation_id, form)
     if not wants_fragment():
         return redirect(bubble_location(job), 303)
-    fresh = PromptForm(formdata=None, model=job.model, system_prompt=job.system_prompt)
-    return (render_template("partials/_sent.html", turn=Turn(job.user_input, None, answer_for(job, None)),
-                            form=fresh, conversation_id=conversation_id,
+    turn = Turn(job.user_input, None, job.id)
+    return (render_template("partials/_sent.html", turn=turn, answers=answers_for([job], job.id), form=composer(job),
+                            conversation_id=conversation_id,
                             conversation=db.session.get(Conversation, conversation_id)),
             {"HX-Replace-Url": url_for("ui.chat", conversation_id=conversation_id)})
 
 
 def submit(conversation_id: str, form: PromptForm) -> Job | None:
     """Checked like the API checks a submission; a refusal becomes an error on the form, in words."""
+    overrides = form.overrides()
     system_prompt = form.system_prompt.data if (form.system_prompt.data or "").strip() else None
     try:
-        check_fits(form.model.data, system_prompt, form.prompt.data, {})
-    except APIError as exc:
-        form.prompt.errors.append(exc.message)
+        model, system_prompt = submissions.check(form.model.data, system_prompt, form.prompt.data, overrides)
+    except submissions.Refused as refused:
+        form.prompt.errors.append(refused.message)
         return None
-    return jobs.submit(conversation_id, form.prompt.data, form.model.data, system_prompt, {},
+    return jobs.submit(conversation_id, form.prompt.data, model, system_prompt, overrides,
                        priority=Priority.INTERACTIVE.value, user_id=current_user.id)
 
 
@@ -161,45 +149,31 @@ def refuse(conversation_id: str, form: PromptForm):
     if wants_fragment():
         return render_template("partials/_send_form.html", form=form, conversation_id=conversation_id, oob=True), 422
     conversation = db.session.get(Conversation, conversation_id)
-    return render_chat(conversation_id, conversation, form, conversation_turns(conversation_id)), 422
+    return render_chat(conversation_id, conversation, form, *conversation_view(conversation_id)), 422
 
 
 def render_chat(conversation_id: str, conversation: Conversation | None, form: PromptForm,
-                turns: Sequence[Turn] = ()) -> str:
-    pending = any(turn.answer and not turn.answer.job.finished for turn in turns)
+                turns: Sequence[Turn] = (), answers: dict[int, Answer] | None = None) -> str:
+    answers = answers or {}
+    pending = any(not answer.job.finished for answer in answers.values())
     return render_template("chat.html", conversation_id=conversation_id, conversation=conversation,
-                           turns=turns, form=form, pending=pending)
+                           turns=turns, answers=answers, form=form, pending=pending)
 
 
-def composer(turns: Sequence[Turn]) -> PromptForm:
-    """The next prompt continues with the conversation's last model and system prompt."""
-    settings = jobs.settings()
-    last = next((turn.answer.job for turn in reversed(turns) if turn.answer), None)
-    model = last.model if last and last.model in settings.offered_models else settings.default_model
-    return PromptForm(formdata=None, model=model, system_prompt=last.system_prompt if last else None)
+def composer(last: Job | None) -> PromptForm:
+    """The next prompt continues with the last job's model, system prompt (unless it was the model's default)
+    and advanced settings."""
+    settings = current().settings
+    if last is None or last.model not in settings.offered_models:
+        return PromptForm(formdata=None, model=settings.default_model)
+    system_prompt = last.system_prompt if last.system_prompt != settings.models[last.model].system_prompt else None
+    advanced = {name: last.params[name] for name in ADVANCED if name in last.params}
+    return PromptForm(formdata=None, model=last.model, system_prompt=system_prompt, **advanced)
 
 
-def conversation_turns(conversation_id: str) -> list[Turn]:
-    """Turn order is job order, the user's message before the assistant's. A job still queued or running
-    has no assistant message yet, and one that failed without text never gets one: its Answer shows it."""
-    messages = db.session.scalars(select(Message).where(Message.conversation_id == conversation_id)
-                                  .order_by(Message.job_id, Message.id))
-    by_id = {job.id: job for job in db.session.scalars(select(Job).where(Job.conversation_id == conversation_id))}
-    turns = []
-    for job_id, group in groupby(messages, key=_turn_key):
-        by_role = {message.role: message for message in group}
-        if job_id in by_id:
-            reply = by_role.get("assistant")
-            turns.append(Turn(_content(by_role.get("user")), None, answer_for(by_id[job_id], reply)))
-        else:  # messages whose job row is gone keep their text
-            turns.append(Turn(_content(by_role.get("user")), _content(by_role.get("assistant")), None))
-    return turns
-
-
-def _turn_key(message: Message) -> int | str:
-    """Messages of one job form a turn; a message whose job row is gone stands alone."""
-    return message.job_id if message.job_id is not None else f"message-{message.id}"
-
-
-def _content(message: Message | None) -> str | None:
-    return message.content if message else None
+def conversation_view(conversation_id: str) -> tuple[list[Turn], dict[int, Answer]]:
+    """The turns, and a bubble for each turn that has a job (queued, running, or ended with or without text)."""
+    turns = conversation_turns(conversation_id)
+    found = db.session.scalars(select(Job).where(Job.id.in_([turn.job_id for turn in turns if turn.job_id])))
+    latest = max((turn.job_id for turn in turns if turn.job_id), default=None)
+    return turns, answers_for(found, latest)

@@ -1,10 +1,19 @@
 """Forms. Their CSRF field is checked app-wide by CSRFProtect before any view runs."""
 
+from typing import Any
+
+from annotated_types import Ge, Gt, Le
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, SelectField, StringField, TextAreaField
+from pydantic import ValidationError as ParamsError
+from wtforms import FloatField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
-from app.jobs import settings
+from app.extensions import current
+from app.llm import GenerationParams
+from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS
+
+# The generation knobs the chat form offers under "Advanced"; the rest keep the model's defaults.
+ADVANCED = ("max_tokens", "temperature", "top_p")
 
 
 class LoginForm(FlaskForm):
@@ -17,21 +26,67 @@ def unix_newlines(text: str | None) -> str | None:
     return text.replace("\r\n", "\n") if text else text
 
 
+def within_generation_limits(form, field) -> None:
+    """The same limits as the API's and the worker's: GenerationParams itself checks the value."""
+    if field.data is None:
+        return
+    try:
+        GenerationParams(**{field.name: field.data})
+    except ParamsError as exc:
+        raise ValidationError(f"{field.label.text}: {exc.errors()[0]['msg']}.") from None
+
+
+def input_bounds(name: str) -> dict[str, Any]:
+    """min/max/step for the browser's number input, from the field's limits in GenerationParams."""
+    info = GenerationParams.model_fields[name]
+    bounds: dict[str, Any] = {"step": 1 if info.annotation is int else 0.01}
+    for limit in info.metadata:
+        if isinstance(limit, Ge):
+            bounds["min"] = limit.ge
+        elif isinstance(limit, Gt):
+            bounds["min"] = limit.gt + bounds["step"]
+        elif isinstance(limit, Le):
+            bounds["max"] = limit.le
+    return bounds
+
+
 class PromptForm(FlaskForm):
     # The same limits as the API's SubmitRequest; DataRequired also refuses a prompt of only spaces.
     prompt = TextAreaField("Message", filters=[unix_newlines],
-                           validators=[DataRequired("Write a message first."), Length(max=1_000_000)])
+                           validators=[DataRequired("Write a message first."), Length(max=MAX_INPUT_CHARS)])
     model = SelectField("Model", validate_choice=False)
-    system_prompt = TextAreaField("System prompt", filters=[unix_newlines], validators=[Optional(), Length(max=100_000)])
+    system_prompt = TextAreaField("System prompt", filters=[unix_newlines],
+                                  validators=[Optional(), Length(max=MAX_SYSTEM_PROMPT_CHARS)])
+    max_tokens = IntegerField("Max tokens", validators=[Optional(), within_generation_limits])
+    temperature = FloatField("Temperature", validators=[Optional(), within_generation_limits])
+    top_p = FloatField("Top p", validators=[Optional(), within_generation_limits])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model.choices = settings().offered_models
+        settings = current().settings
+        self.model.choices = [(key, _model_label(key, settings.models[key].description))
+                              for key in settings.offered_models]
 
     def validate_model(self, field) -> None:
-        offered = settings().offered_models
+        offered = current().settings.offered_models
         if field.data not in offered:
             raise ValidationError(f"Unknown model '{field.data}'; available: {', '.join(offered)}.")
+
+    def overrides(self) -> dict[str, Any]:
+        """The advanced settings the person filled in; empty ones keep the model's defaults."""
+        return {name: self[name].data for name in ADVANCED if self[name].data is not None}
+
+    def shows_advanced(self) -> bool:
+        return bool(self.overrides()) or any(self[name].errors for name in ADVANCED)
+
+    def defaults(self) -> dict[str, Any]:
+        """The model's own values, shown as placeholders so an empty field says what it means."""
+        model = self.model.data if self.model.data in current().settings.models else current().settings.default_model
+        return current().settings.params_for(model).model_dump(include=set(ADVANCED))
+
+
+def _model_label(key: str, description: str) -> str:
+    return f"{key}: {description}" if description else key
 
 
 class RenameForm(FlaskForm):

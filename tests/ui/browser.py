@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 from config import ROOT
+from tests.factories import NAME, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-NAME, PASSWORD = "alice", "correct horse battery"
 
 
 def launch(playwright):

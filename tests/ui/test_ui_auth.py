@@ -9,8 +9,8 @@ from app.extensions import db
 from app.models import Conversation, Job, Message, User
 from config import load_settings
 
-from .browser import NAME, PASSWORD
-from .conftest import SiteClient
+from tests.client import Client
+from tests.factories import MODEL, NAME, PASSWORD
 
 PAGES = ["/chat/", "/chat/conversations", "/chat/conversations?q=x&page=2", "/chat/conversations/new",
          "/chat/conversations/c1", "/chat/conversations/c1/delete", "/chat/jobs", "/chat/jobs?status=done",
@@ -70,17 +70,17 @@ def test_login_never_redirects_off_site(browser, user, target):
 
 
 def test_the_admin_password_hash_from_the_environment_signs_in_admin(browser, app):
-    app.config["SETTINGS"].admin_password_hash = bcrypt.hashpw(b"original admin", bcrypt.gensalt(rounds=4)).decode()
+    app.settings.admin_password_hash = bcrypt.hashpw(b"original admin", bcrypt.gensalt(rounds=4)).decode()
     assert browser.login("admin", "wrong").status_code == 200
     assert db.session.scalar(select(User).where(User.name == "admin")) is None
 
     assert browser.login("admin", "original admin").headers["Location"] == "/chat/conversations"
     admin = db.session.scalar(select(User).where(User.name == "admin"))
-    assert admin.password_hash == app.config["SETTINGS"].admin_password_hash
+    assert admin.password_hash == app.settings.admin_password_hash
 
 
 def test_failed_logins_are_throttled_per_name_and_address(browser, user, app):
-    settings = app.config["SETTINGS"]
+    settings = app.settings
     settings.login_attempts = 3
     for _ in range(3):
         assert "Wrong name or password." in browser.login(password="guess").text
@@ -98,7 +98,7 @@ def test_failed_logins_are_throttled_per_name_and_address(browser, user, app):
 
 
 def test_a_successful_login_forgets_earlier_failures(browser, user, app):
-    app.config["SETTINGS"].login_attempts = 2
+    app.settings.login_attempts = 2
     browser.login(password="guess")
     browser.login()
     browser.post("/chat/logout", data={"csrf_token": browser.csrf_token("/chat/conversations")})
@@ -108,16 +108,16 @@ def test_a_successful_login_forgets_earlier_failures(browser, user, app):
 
 def test_the_failure_count_lives_in_redis_with_an_expiry(browser, user, app):
     browser.login(password="guess")
-    redis = app.extensions["redis"]
+    redis = app.redis
     [key] = redis.keys("llamalith:login-failures:*")
     assert redis.get(key) == b"1"
-    assert 0 < redis.ttl(key) <= app.config["SETTINGS"].login_window
+    assert 0 < redis.ttl(key) <= app.settings.login_window
 
 
 @pytest.fixture
 def conversation(signed_in, user):
     """A conversation with one turn, written by jobs.submit as the send form does."""
-    jobs.submit("c1", "First prompt", "gemma3-270m", None, {}, user_id=user.id)
+    jobs.submit("c1", "First prompt", MODEL, None, {}, user_id=user.id)
     return db.session.get(Conversation, "c1")
 
 
@@ -127,8 +127,8 @@ def counts() -> tuple[int, int, int]:
 
 
 @pytest.mark.parametrize("url, data", [
-    ("/chat/conversations/c1/messages", {"prompt": "Second prompt", "model": "gemma3-270m"}),
-    ("/chat/conversations/new-one/messages", {"prompt": "A new conversation", "model": "gemma3-270m"}),
+    ("/chat/conversations/c1/messages", {"prompt": "Second prompt", "model": MODEL}),
+    ("/chat/conversations/new-one/messages", {"prompt": "A new conversation", "model": MODEL}),
     ("/chat/conversations/c1/rename", {"title": "Renamed"}),
     ("/chat/conversations/c1/delete", {}),
     ("/chat/jobs/1/stop", {}),
@@ -170,7 +170,7 @@ def test_an_error_page_outside_the_app_leaves_the_session_cookie_alone(browser):
 @pytest.mark.parametrize("setting, base_path", [("/", ""), ("/llm/", "/llm")])
 def test_the_ui_lives_under_base_path(environ, app, setting, base_path):
     site = create_app(load_settings({**environ, "BASE_PATH": setting}))
-    site.test_client_class = SiteClient
+    site.test_client_class = Client
     client = site.test_client()
     assert client.get(f"{base_path}/conversations").headers["Location"] == f"{base_path}/login?next={base_path}/conversations"
     page = client.get(f"{base_path}/login").text

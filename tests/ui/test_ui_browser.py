@@ -7,8 +7,11 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from .browser import NAME, PASSWORD, send
-from .test_ui_render import ATTACKS
+from tests.factories import NAME, PASSWORD
+
+from .browser import send
+from tests.factories import ATTACKS
+
 
 ANSWER_TIMEOUT = 180_000  # ms; the model shares the CPU with everything else in CI
 
@@ -127,3 +130,52 @@ def test_markup_in_prompts_and_answers_stays_text(signed_in_page, web):
         expect(page.locator(".bubble img, .bubble script")).to_have_count(0)
         assert page.evaluate("typeof window.__xss") == "undefined"
         page.reload()
+
+
+def test_advanced_settings_regenerate_and_copy(signed_in_page, web):
+    page = signed_in_page
+    web.start_worker()
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(web.url + "/conversations/new")
+    page.get_by_text("Advanced").click()
+    page.get_by_label("Max tokens").fill("12")
+    page.get_by_label("Temperature").fill("0.7")
+    send(page, "Name a fruit.")
+    first = page.locator(".bubble.assistant")
+    expect(first).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
+    first_id = first.get_attribute("data-job-id")
+
+    first.get_by_role("button", name="Copy").click()
+    expect(first.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == web.get(f"/api/jobs/{first_id}")["result"]
+
+    first.get_by_role("button", name="Regenerate").click()
+    again = page.locator(".bubble.assistant")
+    expect(again).not_to_have_attribute("data-job-id", first_id)
+    expect(again).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
+    second_id = again.get_attribute("data-job-id")
+    expect(page.locator(".bubble.user")).to_have_text(["Name a fruit."])
+    page.reload()
+    expect(page.locator(".bubble.assistant")).to_have_attribute("data-job-id", second_id)
+
+    page.get_by_role("link", name=f"job {second_id}").click()  # the job page shows the advanced settings
+    expect(page.locator("pre.plain").last).to_contain_text('"max_tokens": 12')
+    expect(page.locator("pre.plain").last).to_contain_text('"temperature": 0.7')
+    page.get_by_role("link", name="Jobs").first.click()
+    expect(page.locator("tbody tr")).to_have_count(2)  # the replaced answer's job is still listed
+
+
+def test_a_code_block_is_highlighted_and_its_copy_button_copies_the_code(signed_in_page, web):
+    page = signed_in_page
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(web.url + "/conversations/new")
+    send(page, "Show me Python.")
+    answer = page.locator(".bubble.assistant")
+    expect(answer).to_have_attribute("data-status", "queued")
+    finish_job_with(web, answer.get_attribute("data-job-id"), "Here:\n\n```python\nprint('hi')  # <b>\n```")
+    expect(answer).to_have_attribute("data-status", "done")
+    code = answer.locator(".code")
+    expect(code.locator(".language")).to_have_text("python")
+    expect(code.locator("span.nb")).to_have_text("print")  # highlighted by the server
+    code.get_by_role("button", name="Copy").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "print('hi')  # <b>\n"

@@ -8,8 +8,7 @@ from sqlalchemy import func, select
 from app import streams
 from app.extensions import db
 from app.models import Conversation, Job, JobStatus, Message, Priority
-
-MODEL = "gemma3-270m"
+from tests.factories import MODEL, add_turn
 
 
 def send(client, conversation_id: str, prompt: str, htmx: bool = True, **fields):
@@ -69,8 +68,8 @@ def test_sending_without_javascript_redirects_to_the_answer(signed_in):
 @pytest.mark.parametrize("fields, error", [
     ({"prompt": ""}, "Write a message first."),
     ({"prompt": "  \r\n "}, "Write a message first."),
-    ({"model": "gpt-17"}, "Unknown model &#39;gpt-17&#39;; available: gemma3-270m."),
-    ({"prompt": "word " * 5000}, "the system prompt and input take 5010 tokens, but model"),
+    ({"model": "gpt-17"}, "Unknown model &#39;gpt-17&#39;; available: smollm2-135m, gemma3-270m."),
+    ({"prompt": "word " * 5000}, "the system prompt and input take 5026 tokens, but model"),
 ])
 @pytest.mark.parametrize("htmx", [True, False])
 def test_a_refused_prompt_is_explained_on_the_form_and_stores_nothing(signed_in, fields, error, htmx):
@@ -87,27 +86,13 @@ def test_an_impossible_conversation_id_is_404(signed_in):
     assert job_count() == 0
 
 
-def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | None = None, **job_fields) -> Job:
-    """A turn as the worker leaves it (written directly, to reach each state without waiting for one)."""
-    if db.session.get(Conversation, conversation_id) is None:
-        db.session.add(Conversation(id=conversation_id, title=prompt))
-    job = Job(conversation_id=conversation_id, user_input=prompt, model=MODEL, status=status.value, **job_fields)
-    db.session.add(job)
-    db.session.flush()
-    db.session.add(Message(conversation_id=conversation_id, role="user", content=prompt, job_id=job.id))
-    if reply is not None:
-        db.session.add(Message(conversation_id=conversation_id, role="assistant", content=reply, job_id=job.id))
-    db.session.commit()
-    return job
-
-
 def test_the_history_shows_every_state_in_turn_order(signed_in):
     done = add_turn("c", "First", JobStatus.DONE, "The **first** answer", result="The **first** answer",
                     completion_tokens=4)
     failed = add_turn("c", "Second", JobStatus.ERROR, error="the model could not be loaded", error_code="model_load_failed")
     stopped = add_turn("c", "Third", JobStatus.CANCELLED, "Half an ans", result="Half an ans")
     running = add_turn("c", "Fourth", JobStatus.PROCESSING)
-    streams.TokenWriter(signed_in.application.extensions["redis"], running.id, 100).append("Partial tok")
+    streams.TokenWriter(signed_in.application.redis, running.id, 100).append("Partial tok")
     waiting = add_turn("c", "Fifth", JobStatus.QUEUED)
 
     page = signed_in.get("/chat/conversations/c").text
@@ -178,3 +163,63 @@ def test_the_form_continues_with_the_last_model_and_system_prompt(signed_in):
     page = signed_in.get("/chat/conversations/c").text
     assert "\nYou are a pirate.</textarea>" in page and "<details open>" in page
     assert f'<option selected value="{MODEL}">' in page
+
+
+def test_advanced_settings_reach_the_job_and_carry_on_to_the_next_prompt(signed_in):
+    page = signed_in.get("/chat/conversations/new").text
+    assert '<details class="advanced">' in page  # closed until something is set
+    temperature = re.search(r'<input[^>]*name="temperature"[^>]*>', page).group(0)
+    for attribute in ('type="number"', 'placeholder="0.2"', 'min="0"', 'max="5"', 'step="0.01"'):
+        assert attribute in temperature  # the model's default, and GenerationParams' limits
+    send(signed_in, "ui-abc", "Hello", max_tokens="50", temperature="0.3", top_p="0.5")
+    job = db.session.scalar(select(Job))
+    assert job.params == {"max_tokens": 50, "temperature": 0.3, "top_p": 0.5}
+    page = signed_in.get("/chat/conversations/ui-abc").text
+    assert '<details class="advanced" open>' in page and 'name="max_tokens"' in page and 'value="50"' in page
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("temperature", "9", "Temperature: Input should be less than or equal to 5."),
+    ("max_tokens", "0", "Max tokens: Input should be greater than or equal to 1."),
+    ("top_p", "many", "Not a valid float value."),
+])
+def test_advanced_settings_out_of_range_are_refused_in_words(signed_in, field, value, error):
+    answer = send(signed_in, "ui-abc", "Hello", **{field: value})
+    assert answer.status_code == 422 and error in answer.text and job_count() == 0
+
+
+def test_an_empty_system_prompt_means_the_models_default_which_the_job_records(signed_in):
+    send(signed_in, "ui-abc", "Hello", system_prompt="")
+    job = db.session.scalar(select(Job))
+    assert job.system_prompt == signed_in.application.settings.models[MODEL].system_prompt
+    page = signed_in.get("/chat/conversations/ui-abc").text
+    assert "<details open>" not in page  # the default is not pasted into the next prompt's form
+
+
+def test_regenerate_answers_the_last_turn_again_and_replaces_its_answer(signed_in):
+    first = add_turn("c", "First", JobStatus.DONE, "First answer", result="First answer")
+    last = add_turn("c", "Second", JobStatus.DONE, "Old answer", result="Old answer", params={"max_tokens": 20})
+    page = signed_in.get("/chat/conversations/c").text
+    assert f"/chat/jobs/{last.id}/regenerate" in bubble(page, last.id)
+    assert "regenerate" not in bubble(page, first.id)
+    assert 'data-copy="Old answer"' in bubble(page, last.id)
+
+    answer = signed_in.htmx("POST", f"/chat/jobs/{last.id}/regenerate")
+    again = db.session.scalar(select(Job).order_by(Job.id.desc()))
+    assert answer.status_code == 200 and f'<li id="job-{again.id}"' in answer.text and 'data-status="queued"' in answer.text
+    assert (again.conversation_id, again.user_input, again.params) == ("c", "Second", {"max_tokens": 20})
+
+    page = signed_in.get("/chat/conversations/c").text
+    assert page.count('<p class="text">Second</p>') == 1 and "Old answer" not in page
+    assert f'<li id="job-{again.id}"' in page and f'<li id="job-{last.id}"' not in page
+    assert "Old answer" in signed_in.get(f"/chat/jobs/{last.id}").text  # the old job keeps its result
+    assert signed_in.htmx("POST", f"/chat/jobs/{first.id}/regenerate").status_code == 409
+    assert signed_in.htmx("POST", f"/chat/jobs/{again.id}/regenerate").status_code == 409  # not finished yet
+
+
+def test_regenerate_without_javascript_returns_to_the_new_answer(signed_in):
+    job = add_turn("c", "First", JobStatus.ERROR, error="boom")
+    answer = signed_in.post(f"/chat/jobs/{job.id}/regenerate",
+                            data={"csrf_token": signed_in.csrf_token("/chat/conversations")})
+    again = db.session.scalar(select(Job).order_by(Job.id.desc()))
+    assert answer.status_code == 303 and answer.headers["Location"] == f"/chat/conversations/c#job-{again.id}"

@@ -5,18 +5,12 @@ from datetime import datetime, timedelta
 
 import pytest
 from rq import Queue
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 
 from app import jobs
 from app.extensions import db
 from app.models import Conversation, Job, Message
-
-
-def add_conversation(id: str, title: str, minutes_ago: int = 0, messages: tuple[str, ...] = ()) -> None:
-    moment = datetime(2026, 1, 1) - timedelta(minutes=minutes_ago)
-    db.session.add(Conversation(id=id, title=title, updated_at=moment, created_at=moment))
-    db.session.add_all(Message(conversation_id=id, role="user", content=text) for text in messages)
-    db.session.commit()
+from tests.factories import MODEL, add_conversation, recorded_statements
 
 
 def titles(html: str) -> list[str]:
@@ -81,18 +75,8 @@ def test_listing_10000_conversations_takes_a_few_statements(signed_in):
     db.session.execute(insert(Message), [{"conversation_id": f"c{n:05}", "role": "user", "content": "hi"}
                                          for n in range(0, 10_000, 3)])
     db.session.commit()
-    with signed_in.application.app_context():
-        engine = db.engine  # the engine of the app the client talks to
-    statements = []
-
-    def record(connection, cursor, statement, *args):
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements() as statements:
         page = signed_in.get("/chat/conversations?page=3").text
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert titles(page)[0] == "Conversation 9949"
     assert "1 message ·" in page and "0 messages ·" in page
     assert len(statements) == 2, statements  # the signed-in user, then the page with its message counts
@@ -128,7 +112,7 @@ def test_rename_without_javascript_returns_to_the_list(signed_in):
 
 
 def test_delete_with_htmx_asks_first_and_removes_the_row(signed_in, user):
-    jobs.submit("a", "Hello", "gemma3-270m", None, {}, user_id=user.id)
+    jobs.submit("a", "Hello", MODEL, None, {}, user_id=user.id)
     page = signed_in.get("/chat/conversations").text
     assert 'hx-confirm="Delete “Hello” and all its messages?"' in page
 
@@ -150,8 +134,8 @@ def test_delete_without_javascript_confirms_on_a_page(signed_in):
 
 
 def test_delete_takes_unfinished_jobs_off_the_queue(app, signed_in, user):
-    job = jobs.submit("a", "Hello", "gemma3-270m", None, {}, user_id=user.id)
-    queue = Queue(jobs.queue_name(job.model, job.priority), connection=app.extensions["redis"])
+    job = jobs.submit("a", "Hello", MODEL, None, {}, user_id=user.id)
+    queue = Queue(jobs.queue_name(job.model, job.priority), connection=app.redis)
     assert queue.count == 1
     signed_in.htmx("POST", "/chat/conversations/a/delete")
     assert queue.count == 0

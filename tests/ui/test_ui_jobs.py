@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from app.extensions import db
 from app.models import JobStatus
 
-from .test_ui_chat import add_turn
+from tests.factories import MODEL, add_turn
 
 
 def listed(html: str) -> list[tuple[str, str]]:
@@ -21,7 +21,7 @@ def test_the_table_lists_jobs_newest_first_with_their_facts(signed_in):
     page = signed_in.get("/chat/jobs").text
     assert listed(page) == [(str(failed.id), "error"), (str(done.id), "done")]
     row = re.search(rf'<tr id="job-row-{done.id}".*?</tr>', page, re.S).group(0)
-    for fact in (f'href="/chat/jobs/{done.id}"', 'href="/chat/conversations/c">Tell me a story</a>', "gemma3-270m",
+    for fact in (f'href="/chat/jobs/{done.id}"', 'href="/chat/conversations/c">Tell me a story</a>', MODEL,
                  '<span class="status done">done</span>', "2026-01-01 12:00</td>", "2.5 s", "12 / 8"):
         assert fact in row
 

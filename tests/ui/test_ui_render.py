@@ -1,23 +1,41 @@
 """What users and models write is shown as text or as sanitized Markdown, never as markup that runs."""
 
+import re
+
 import pytest
 
 from app.models import JobStatus
-from app.ui.render import markdown
+from app.ui.render import ALLOWED_CLASSES, markdown
 
-from .test_ui_chat import add_turn, bubble
+from tests.factories import ATTACKS, add_turn
 
-ATTACKS = ['<img src=x onerror="window.__xss=1">', "<script>window.__xss=1</script>"]
-
+from .test_ui_chat import bubble
 
 def test_markdown_renders_the_usual_things():
     html = markdown("# Title\n\n**bold** *it* ~~gone~~ `code`\n\n- a\n- b\n\n| x | y |\n|:--|--:|\n| 1 | 2 |\n\n"
                     "```python\nprint('<hi>')\n```\n\n[link](https://example.com)")
     for part in ("<h1>Title</h1>", "<strong>bold</strong>", "<em>it</em>", "<s>gone</s>", "<code>code</code>",
-                 "<li>a</li>", "<th>x</th>", "<td>2</td>", "print('&lt;hi&gt;')",
+                 "<li>a</li>", "<th>x</th>", "<td>2</td>",
                  '<a href="https://example.com" rel="noopener noreferrer nofollow">link</a>'):
         assert part in html
-    assert "style=" not in html and "class=" not in html
+    assert "style=" not in html
+
+
+def test_code_blocks_are_highlighted_on_the_server_with_a_copy_button():
+    html = markdown("```python\nprint('<hi>')  # done\n```\n\n```\" onclick=\"x\n<b>plain</b>\n```")
+    python, other = html.split('<div class="code">')[1:]
+    assert '<span class="language">python</span><button type="button" class="copy">Copy</button>' in python
+    assert '<span class="nb">print</span>' in python and "<span class=\"s1\">'&lt;hi&gt;'</span>" in python
+    assert '<span class="c1"># done</span>' in python
+    assert "onclick" not in other and "<b>" not in other and "&lt;b&gt;plain&lt;/b&gt;" in other
+    classes = set(re.findall(r'class="([^"]+)"', html))
+    assert classes <= ALLOWED_CLASSES["div"] | ALLOWED_CLASSES["span"] | ALLOWED_CLASSES["button"]
+
+
+def test_the_highlight_colours_are_served_to_everyone(browser):
+    css = browser.get("/chat/highlight.css")
+    assert css.status_code == 200 and css.mimetype == "text/css" and ".code pre .k" in css.text
+    assert "prefers-color-scheme: dark" in css.text
 
 
 @pytest.mark.parametrize("text, forbidden", [
@@ -27,6 +45,8 @@ def test_markdown_renders_the_usual_things():
     ("<a href='javascript:alert(1)'>x</a>", "<a"),
     ("![pixel](https://tracker.example/p.png)", "<img"),
     ('<div onclick="x()">hi</div>', "<div"),
+    ('<button class="copy" onclick="x()">hi</button>', "<button"),
+    ('<span class="k">hi</span>', "<span"),
     ("[x](data:text/html;base64,PHNjcmlwdD4=)", "href"),
 ])
 def test_markdown_never_lets_markup_through(text, forbidden):

@@ -28,3 +28,20 @@ document.addEventListener("htmx:responseError", (event) => {
   problem.textContent = `The server refused that (${event.detail.xhr.status}). Reload the page and try again.`;
   problem.hidden = false;
 });
+
+// Copy buttons: on an answer, its text as written (Markdown); on a code block, the code.
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.copy");
+  if (!button) {
+    return;
+  }
+  const block = button.closest(".code");
+  const text = block ? block.querySelector("pre").innerText : button.dataset.copy;
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch {
+    button.textContent = "Copy failed";
+  }
+  setTimeout(() => { button.textContent = "Copy"; }, 1500);
+});

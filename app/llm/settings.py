@@ -1,0 +1,67 @@
+"""What a model is (`ModelSettings`) and how it samples (`GenerationParams`): the one definition that settings
+files, the API's request bodies, the chat form and the worker all validate against."""
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GenerationParams(Strict):
+    """Sampling knobs. Defined once: global defaults, per-model defaults and per-request overrides."""
+
+    max_tokens: int = Field(512, ge=1, le=32768, description="most tokens the answer may have")
+    temperature: float = Field(0.8, ge=0, le=5, description="randomness; 0 always picks the likeliest token")
+    top_p: float = Field(0.95, gt=0, le=1, description="sample only from the likeliest tokens covering this mass")
+    top_k: int = Field(40, ge=0, le=1000, description="sample only from this many likeliest tokens; 0: all")
+    repeat_penalty: float = Field(1.1, ge=0, le=5, description="above 1 discourages repeating recent tokens")
+    mirostat_mode: int = Field(0, ge=0, le=2, description="Mirostat sampling: 0 off, 1 or 2")
+    mirostat_tau: float = Field(5.0, ge=0, le=20, description="Mirostat's target surprise")
+    mirostat_eta: float = Field(0.1, ge=0, le=1, description="Mirostat's learning rate")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="fixed seed for reproducible sampling")
+    stop: list[str] = Field(default_factory=list, max_length=8, description="strings that end the answer")
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class ModelSettings(Strict):
+    """One offered model: its GGUF and how to load and prompt it."""
+
+    path: Path = Field(description="the GGUF file")
+    description: str = Field("", max_length=300, description="one line for people choosing a model")
+    chat_format: str | None = Field(None, description="a llama-cpp-python chat format name; default: the GGUF's "
+                                                      "own chat template")
+    system_prompt: str | None = Field(None, max_length=100_000, description="used when a job brings none")
+    n_ctx: int = Field(4096, ge=256, description="context length in tokens (prompt and answer)")
+    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; default: LLM_THREADS, else all CPUs")
+    n_batch: int = Field(512, ge=1, description="prompt tokens evaluated per batch")
+    params: dict[str, Any] = Field(default_factory=dict, description="this model's GenerationParams defaults")
+
+    @field_validator("path")
+    @classmethod
+    def _gguf_exists(cls, path: Path) -> Path:
+        if not path.is_file():
+            raise ValueError(f"GGUF file not found: {path}")
+        return path
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        GenerationParams(**params)
+        return params
+
+
+def model_variable(key: str, suffix: str) -> str:
+    """The environment variable that sets one field of model `key`: ("smollm2-135m", "PATH") -> SMOLLM2_135M_PATH."""
+    return "".join(c if c.isalnum() else "_" for c in key.upper()) + "_" + suffix
+
+
+# Per-model environment variables (<KEY>_PATH, ...) and the ModelSettings field each sets.
+MODEL_VARIABLES = {"PATH": "path", "CHAT_FORMAT": "chat_format", "SYSTEM_PROMPT": "system_prompt"}

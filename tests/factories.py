@@ -1,0 +1,60 @@
+"""What the tests share: rows (users, conversations, turns in each state), hostile text, a statement counter."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+import bcrypt
+from sqlalchemy import event
+
+from app.extensions import db
+from app.models import Conversation, Job, JobStatus, Message, User
+from config import DEFAULT_MODEL_KEY
+
+NAME, PASSWORD = "alice", "correct horse battery"
+MODEL = DEFAULT_MODEL_KEY
+ATTACKS = ['<img src=x onerror="window.__xss=1">', "<script>window.__xss=1</script>"]
+
+
+def add_user(name: str = NAME, password: str = PASSWORD) -> User:
+    # Few bcrypt rounds: the cost is stored in the hash, so logging in stays fast in tests.
+    user = User(name=name, password_hash=bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode())
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def add_conversation(id: str, title: str, minutes_ago: int = 0, messages: tuple[str, ...] = ()) -> None:
+    moment = datetime(2026, 1, 1) - timedelta(minutes=minutes_ago)
+    db.session.add(Conversation(id=id, title=title, updated_at=moment, created_at=moment))
+    db.session.add_all(Message(conversation_id=id, role="user", content=text) for text in messages)
+    db.session.commit()
+
+
+def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | None = None, **job_fields) -> Job:
+    """A turn as the worker leaves it (written directly, to reach each state without waiting for one)."""
+    if db.session.get(Conversation, conversation_id) is None:
+        db.session.add(Conversation(id=conversation_id, title=prompt))
+    job = Job(conversation_id=conversation_id, user_input=prompt, model=MODEL, status=status.value, **job_fields)
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(Message(conversation_id=conversation_id, role="user", content=prompt, job_id=job.id))
+    if reply is not None:
+        db.session.add(Message(conversation_id=conversation_id, role="assistant", content=reply, job_id=job.id))
+    db.session.commit()
+    return job
+
+
+@contextmanager
+def recorded_statements() -> Iterator[list[str]]:
+    """The SQL statements run inside the block, by any session of the current app."""
+    statements: list[str] = []
+
+    def record(connection, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
