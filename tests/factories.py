@@ -1,5 +1,7 @@
-"""What the tests share: rows (users, conversations, turns in each state), hostile text, a statement counter."""
+"""What the tests share: rows (users, conversations, turns in each state), hostile text, probes of what came out
+(an answer bubble in a page, the SQL statements a request ran)."""
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -43,6 +45,11 @@ def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | 
         db.session.add(Message(conversation_id=conversation_id, role="assistant", content=reply, job_id=job.id))
     db.session.commit()
     return job
+
+
+def bubble(html: str, job_id: int) -> str:
+    """The answer bubble of one job in a page."""
+    return re.search(rf'<li id="job-{job_id}".*?</li>', html, re.S).group(0)
 
 
 @contextmanager

@@ -8,10 +8,11 @@ import worker
 from app import create_app, jobs
 from app.api.auth import create_key
 from app.extensions import db
-from app.llm import ContextTooLong, Turn, fit_prompt
-from app.models import Job, Message, utcnow
+from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
+from app.llm.models import chat_formatter
+from app.models import Job, JobStatus, Message, utcnow
 from config import load_settings
-from tests.factories import MODEL
+from tests.factories import MODEL, add_turn
 
 import pytest
 
@@ -96,3 +97,27 @@ def test_a_job_that_waited_too_long_ends_without_running(app, work):
     db.session.refresh(job)
     assert (job.status, job.error_code, job.completion_tokens) == ("error", "timeout", None)
     assert "MAX_QUEUE_WAIT" in job.error
+
+
+def test_a_gguf_without_a_chat_template_names_the_setting_that_fixes_it():
+    class NoTemplate:  # what chat_formatter reads of a Llama whose GGUF has no template
+        metadata: dict = {}
+
+    with pytest.raises(ModelLoadError, match="MYTHOMAX_CHAT_FORMAT=chatml"):
+        chat_formatter("mythomax", None, NoTemplate())
+
+
+def test_a_regenerated_answer_replaces_the_old_one_in_the_next_turns_history(app, work):
+    old = add_turn("c-6", "Say hi.", JobStatus.DONE, "the old answer", result="the old answer")
+    with pytest.raises(jobs.NotRegenerable):
+        jobs.regenerate(jobs.submit("c-7", "unfinished", MODEL, None, {}))
+    again = jobs.regenerate(old)
+    assert (again.user_input, again.conversation_id, again.status) == ("Say hi.", "c-6", "queued")
+    work()
+    following = jobs.submit("c-6", "And now?", MODEL, None, {})
+    history = jobs.history(following)
+    assert [(turn.user, turn.job_id) for turn in history] == [("Say hi.", again.id)]
+    assert history[0].assistant == db.session.get(Job, again.id).result != "the old answer"
+    assert db.session.get(Job, old.id).result == "the old answer"  # the old job keeps what it wrote
+    with pytest.raises(jobs.NotRegenerable):
+        jobs.regenerate(db.session.get(Job, old.id))  # no longer the conversation's last answer

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from app import streams
 from app.extensions import db
 from app.models import Conversation, Job, JobStatus, Message, Priority
-from tests.factories import MODEL, add_turn
+from tests.factories import MODEL, add_turn, bubble
 
 
 def send(client, conversation_id: str, prompt: str, htmx: bool = True, **fields):
@@ -21,10 +21,6 @@ def send(client, conversation_id: str, prompt: str, htmx: bool = True, **fields)
 
 def job_count() -> int:
     return db.session.scalar(select(func.count()).select_from(Job))
-
-
-def bubble(html: str, job_id: int) -> str:
-    return re.search(rf'<li id="job-{job_id}".*?</li>', html, re.S).group(0)
 
 
 def test_a_new_conversation_page_sends_to_a_fresh_id(signed_in):

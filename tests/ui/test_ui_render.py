@@ -7,9 +7,7 @@ import pytest
 from app.models import JobStatus
 from app.ui.render import ALLOWED_CLASSES, markdown
 
-from tests.factories import ATTACKS, add_turn
-
-from .test_ui_chat import bubble
+from tests.factories import ATTACKS, add_turn, bubble
 
 def test_markdown_renders_the_usual_things():
     html = markdown("# Title\n\n**bold** *it* ~~gone~~ `code`\n\n- a\n- b\n\n| x | y |\n|:--|--:|\n| 1 | 2 |\n\n"
