@@ -189,7 +189,8 @@ def _claim(job_id: int, worker: str) -> Job | None:
 
 
 def _generate(job: Job, attempt: int) -> str:
-    settings, app = current().settings, current()
+    app = current()
+    settings = app.settings
     params = settings.params_for(job.model, job.params)
     writer = streams.TokenWriter(app.redis, job.id, max_entries=params.max_tokens + 64)
     writer.start(attempt)

@@ -52,6 +52,7 @@ def capture(browser, stack: Stack) -> None:
     send(page, "Write a Python function that reverses a string.")
     expect(page.locator(".bubble.assistant")).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
     send(page, "What is the capital of France?")
+    expect(page.locator(".bubble.assistant")).to_have_count(2)
     expect(page.locator(".bubble.assistant").last).to_have_attribute("data-status", "done", timeout=ANSWER_TIMEOUT)
     page.locator(".composer details.advanced").evaluate("details => details.open = true")
     page.get_by_label("Message").focus()

@@ -52,7 +52,7 @@ BUNDLED = [
     BundledModel(
         key="smollm2-135m",
         file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        description="SmolLM2 135M Instruct: a small chat model that answers questions (Apache-2.0)",
+        description="SmolLM2 135M Instruct: a small chat model that answers questions",
         copy_to=_copy_smollm2,
         system_prompt="You are a helpful assistant. Answer briefly and accurately.",
         params={"temperature": 0.2},
@@ -60,7 +60,7 @@ BUNDLED = [
     BundledModel(
         key="gemma3-270m",
         file="gemma-3-270m-q4_k_m.gguf",
-        description="Gemma 3 270M, a base model: it continues text rather than answering questions",
+        description="Gemma 3 270M: a base model that continues text rather than answering",
         copy_to=_join_gemma3,
         chat_format="gemma",
     ),

@@ -86,7 +86,7 @@ class PromptForm(FlaskForm):
 
 
 def _model_label(key: str, description: str) -> str:
-    return f"{key}: {description}" if description else key
+    return f"{key} · {description}" if description else key
 
 
 class RenameForm(FlaskForm):

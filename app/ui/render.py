@@ -64,8 +64,8 @@ def markdown(text: str | None) -> Markup:
 @cache
 def highlight_css():
     """Colours for highlighted code, light and dark, from Pygments' own styles."""
-    light = HtmlFormatter(style="default").get_token_style_defs(".code pre")
-    dark = HtmlFormatter(style="github-dark").get_token_style_defs(".code pre")
+    light, dark = ("\n".join(HtmlFormatter(style=style).get_token_style_defs(".code pre"))
+                   for style in ("default", "github-dark"))
     css = f"{light}\n@media (prefers-color-scheme: dark) {{\n{dark}\n}}\n"
     return css, {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=86400"}
 
