@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from app.llm.bundled import BUNDLED
 from app.llm.settings import MODEL_VARIABLES, GenerationParams, ModelSettings, Strict, model_variable
@@ -25,7 +25,8 @@ class ConfigError(Exception):
 class Settings(Strict):
     secret_key: str | None = None
     admin_password_hash: str | None = None  # bcrypt hash; lets a user named "admin" log in (original setup)
-    login_attempts: int = Field(5, ge=1)  # failed logins per name and address per window, then 429
+    login_attempts: int = Field(5, ge=1)  # sign-in attempts per name per window (a success clears it), then 429
+    login_attempts_per_address: int = Field(30, ge=1)  # sign-in attempts per client address per window, then 429
     login_window: int = Field(300, ge=1)  # seconds
     secure_cookies: bool = False  # set when users reach the UI over HTTPS
     trust_proxy: bool = False  # trust one reverse proxy's X-Forwarded-For/-Proto/-Host
@@ -48,7 +49,19 @@ class Settings(Strict):
     batch_aging: int = Field(120, ge=1)
     reconcile_interval: float = Field(10, gt=0, le=60)
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
-    api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute; 0: unlimited
+    web_threads: int = Field(32, ge=8, le=1000)  # waitress threads; each open event stream holds one
+    sse_max_streams: int = Field(24, ge=1)  # open event streams per web process, at most web_threads - 4
+    sse_max_streams_per_key: int = Field(8, ge=1)
+    api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute (a key's own --rate-limit wins); 0: unlimited
+    api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
+    max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
+
+    @model_validator(mode="after")
+    def _streams_leave_threads_free(self) -> "Settings":
+        if self.sse_max_streams > self.web_threads - 4:
+            raise ValueError(f"sse_max_streams ({self.sse_max_streams}) must leave at least 4 of the "
+                             f"{self.web_threads} web threads for other requests")
+        return self
 
     @field_validator("base_path")
     @classmethod
@@ -95,6 +108,7 @@ ENVIRONMENT = {
     "ADMIN_PASSWORD_HASH": "admin_password_hash",
     "LOGIN_ATTEMPTS": "login_attempts",
     "LOGIN_WINDOW": "login_window",
+    "LOGIN_ATTEMPTS_PER_ADDRESS": "login_attempts_per_address",
     "SECURE_COOKIES": "secure_cookies",
     "TRUST_PROXY": "trust_proxy",
     "LLAMALITH_DEVELOPMENT": "development",
@@ -122,7 +136,12 @@ ENVIRONMENT = {
     "BATCH_AGING": "batch_aging",
     "RECONCILE_INTERVAL": "reconcile_interval",
     "MAX_REQUEST_BYTES": "max_request_bytes",
+    "WEB_THREADS": "web_threads",
+    "SSE_MAX_STREAMS": "sse_max_streams",
+    "SSE_MAX_STREAMS_PER_KEY": "sse_max_streams_per_key",
     "API_RATE_LIMIT": "api_rate_limit",
+    "API_AUTH_FAILURES": "api_auth_failures",
+    "MAX_QUEUED_PER_KEY": "max_queued_per_key",
 }
 
 
@@ -245,7 +264,7 @@ def _describe(exc: ValidationError, origin: dict) -> str:
     error = exc.errors()[0]
     loc = ".".join(str(part) for part in error["loc"])
     source = next((origin[k] for k in sorted(origin, key=len, reverse=True) if loc.startswith(k)), None)
-    where = f"{loc} (from {source})" if source else loc
+    where = f"{loc} (from {source})" if source else loc or "settings"
     value = error.get("input")
     shown = f" = {value!r}" if isinstance(value, (str, int, float)) else ""
     message = error["msg"].removeprefix("Value error, ")

@@ -1,13 +1,16 @@
-"""The worker: python worker.py [MODEL ...]  (default: every offered model).
+"""The worker: python worker.py [--supervise] [MODEL ...]  (default: every offered model).
 
 Loads its models once and keeps them warm; runs jobs in-process (rq's SimpleWorker: no fork, so the
 KV cache survives between turns and OpenMP is never forked); keeps its running job's heartbeat and
-reconciles the queue with the database in a background thread.
+reconciles the queue with the database in a background thread. With --supervise (the Procfile), it runs
+as a child process that is started again whenever it dies, so one crash cannot stop the whole stack.
 """
 
 import logging
 import os
+import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +21,7 @@ from rq import SimpleWorker
 from app import create_app, jobs
 from app.extensions import Llamalith
 from app.llm import ModelCache, ModelLoadError
-from config import ConfigError
+from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
 
@@ -107,5 +110,43 @@ def main(argv: list[str]) -> None:
     stop.set()
 
 
+def supervise(argv: list[str]) -> None:
+    """Run `worker.py argv` as a child and start it again whenever it dies (its job is retried by the reconciler):
+    after a pause that doubles while it keeps dying within a minute, up to 30 s. SIGTERM/SIGINT are passed on,
+    and the supervisor ends when the child has stopped."""
+    try:
+        load_settings()  # a bad setting would kill every restart the same way: say so once and stop
+    except ConfigError as exc:
+        sys.exit(f"llamalith: {exc}")
+    stopping = threading.Event()
+    child: subprocess.Popen | None = None
+
+    def pass_on(signum, _frame) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, pass_on)
+    pause = 1.0
+    while not stopping.is_set():
+        started = time.monotonic()
+        # Its own session: a terminal's Ctrl-C reaches it once, through pass_on, not twice (rq's second signal
+        # would be a cold stop).
+        child = subprocess.Popen([sys.executable, __file__, *argv], start_new_session=True)
+        code = child.wait()
+        if stopping.is_set():
+            break
+        pause = 1.0 if time.monotonic() - started > 60 else min(pause * 2, 30.0)
+        log.warning("worker process %s ended (exit code %s); starting a new one in %.0f s", child.pid, code, pause)
+        stopping.wait(pause)
+    if child is not None:
+        child.wait()
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:2] == ["--supervise"]:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        supervise(sys.argv[2:])
+    else:
+        main(sys.argv[1:])

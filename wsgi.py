@@ -15,6 +15,7 @@ except ConfigError as exc:
     sys.exit(f"llamalith: {exc}")
 
 SHUTDOWN_GRACE = 30  # seconds in-flight requests get to finish after SIGTERM
+CHANNEL_TIMEOUT = 60  # seconds a connection may stay silent (event streams send a keep-alive every 15)
 
 
 def main() -> None:
@@ -23,10 +24,13 @@ def main() -> None:
 
     settings = app.settings
     sockets: dict = {}
-    # send_bytes=1: write each streamed chunk at once instead of buffering 18 kB (SSE tokens).
-    # Many threads: every open SSE stream holds one for its whole life.
-    server = create_server(app, map=sockets, host=settings.host, port=settings.port, threads=32,
-                           channel_timeout=300, send_bytes=1, ident="llamalith")
+    # send_bytes=1: write each streamed chunk at once instead of buffering 18 kB (SSE tokens). Every open SSE
+    # stream holds a thread for its whole life (capped below the thread count, app/api/events.py). Idle
+    # connections cost no thread, so many may wait; one silent for CHANNEL_TIMEOUT is closed. A body over
+    # MAX_REQUEST_BYTES is refused from its Content-Length, before it is read.
+    server = create_server(app, map=sockets, host=settings.host, port=settings.port, threads=settings.web_threads,
+                           connection_limit=1000, channel_timeout=CHANNEL_TIMEOUT, send_bytes=1,
+                           max_request_body_size=settings.max_request_bytes, ident="llamalith")
     stopping = app.shutting_down
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

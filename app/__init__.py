@@ -10,8 +10,11 @@ from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
-from app.extensions import Llamalith, csrf, db, login_manager, migrate
+from app import security
+from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
+from app.limits import storage_uri
 from app.llm import ModelCache
 
 if TYPE_CHECKING:
@@ -22,7 +25,7 @@ def create_app(settings: Settings | None = None) -> Llamalith:
     from config import load_settings  # config imports app.llm's settings classes, so not at the top
 
     settings = settings or load_settings()
-    settings.instance_path.mkdir(parents=True, exist_ok=True)
+    security.protect_instance(settings.instance_path)
     # Static files are served by the ui blueprint, under BASE_PATH like everything else.
     app = Llamalith(__name__, instance_path=str(settings.instance_path), static_folder=None)
     app.settings = settings
@@ -39,12 +42,15 @@ def create_app(settings: Settings | None = None) -> Llamalith:
         SESSION_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
+        RATELIMIT_STORAGE_URI=storage_uri(settings.redis_address),
+        RATELIMIT_KEY_PREFIX="llamalith",
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.trust_proxy:
         # Behind a reverse proxy: take the client address and scheme from its X-Forwarded-* headers,
         # so login throttling counts per real client. Only safe when the proxy sets them.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    security.init_app(app)
     register_extensions(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -79,15 +85,24 @@ def register_extensions(app: Llamalith, settings: Settings) -> None:
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"), render_as_batch=True)
     login_manager.init_app(app)
     csrf.init_app(app)
+    limiter.init_app(app)
     app.redis = Redis.from_url(settings.redis_address, health_check_interval=30)
     # Vocabulary-only models, loaded on first use, to refuse inputs that cannot fit a model's context.
     app.tokenizers = ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)
+
+
+class DatabaseId(IntegerConverter):
+    """<int:...> in every route: a number beyond the database's 64-bit ids is a 404, never an overflow."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        super().__init__(url_map, *args, **{"max": 2**63 - 1, **kwargs})
 
 
 def register_blueprints(app: Llamalith) -> None:
     from app.api import bp as api_bp
     from app.ui import bp as ui_bp
 
+    app.url_map.converters["int"] = DatabaseId
     prefix = app.settings.base_path
     csrf.exempt(api_bp)
     app.register_blueprint(api_bp, url_prefix=prefix + "/api")

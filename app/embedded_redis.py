@@ -4,6 +4,7 @@ instance folder, persisted there too. Unused when REDIS_URL is set."""
 import os
 import sys
 
+from app.security import protect_instance
 from config import ConfigError, load_settings
 
 
@@ -17,7 +18,7 @@ def main() -> None:
     if settings.redis_url:
         sys.exit("llamalith: REDIS_URL is set, so the embedded Redis is not needed")
     instance = settings.instance_path
-    instance.mkdir(parents=True, exist_ok=True)
+    protect_instance(instance)  # Redis's data files, made after the exec, are then readable by this user only
     args = [redis_server, "--port", "0", "--unixsocket", str(settings.embedded_redis_socket), "--unixsocketperm", "700",
             "--dir", str(instance), "--dbfilename", "redis.rdb", "--appendonly", "yes", "--save", "60 1"]
     print(f"embedded Redis on unix://{settings.embedded_redis_socket}", flush=True)

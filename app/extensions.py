@@ -7,6 +7,7 @@ import threading
 from typing import TYPE_CHECKING, cast
 
 from flask import Flask, current_app
+from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -28,6 +29,8 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+# Used through app/limits.py, with explicit identities (a key, a name, an address), not per-route decorators.
+limiter = Limiter(key_func=lambda: "", strategy="fixed-window")
 
 
 class Llamalith(Flask):

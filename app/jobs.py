@@ -6,6 +6,7 @@ workers change nothing), and `reconcile` repairs whatever Redis lost. Status cha
 """
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -89,12 +90,14 @@ def _queue_rank() -> ColumnElement[int]:
 # Submitting ----------------------------------------------------------------------------------------
 
 
-def submit(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
-           priority: str = Priority.BATCH.value, api_key_id: int | None = None, user_id: int | None = None) -> Job:
-    """Commit the job and its user message, then enqueue. If Redis is down the job is still accepted:
-    the reconciler enqueues it when Redis is back."""
-    _ensure_conversation(conversation_id, _title(user_input), user_id)
-    job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, user_id)
+def submit(owner: int, session_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
+           priority: str = Priority.BATCH.value, api_key_id: int | None = None,
+           conversation_id: str | None = None) -> Job:
+    """Commit the job and its user message in the owner's conversation `session_id` (made if new, with the internal
+    id `conversation_id` if given), then enqueue. If Redis is down the job is still accepted: the reconciler
+    enqueues it when Redis is back."""
+    conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
+    job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner)
     db.session.commit()
     enqueue(job)
     return job
@@ -104,7 +107,7 @@ class NotRegenerable(Exception):
     pass
 
 
-def regenerate(job: Job, user_id: int | None = None) -> Job:
+def regenerate(job: Job) -> Job:
     """A new job for the same turn: it takes over the turn's messages (the old answer leaves the conversation and
     the history the next turn sees), while the old job, with its result, stays on the jobs page."""
     latest = db.session.scalar(select(func.max(Job.id)).where(Job.conversation_id == job.conversation_id))
@@ -112,7 +115,7 @@ def regenerate(job: Job, user_id: int | None = None) -> Job:
         raise NotRegenerable("only the conversation's last answer can be regenerated, once it has ended")
     db.session.execute(delete(Message).where(Message.job_id == job.id))
     again = _add_job(job.conversation_id, job.user_input, job.model, job.system_prompt, job.params, job.priority,
-                     job.api_key_id, user_id or job.user_id)
+                     job.api_key_id, job.user_id)
     db.session.commit()
     enqueue(again)
     return again
@@ -128,13 +131,18 @@ def _add_job(conversation_id: str, user_input: str, model: str, system_prompt: s
     return job
 
 
-def _ensure_conversation(conversation_id: str, title: str, user_id: int | None) -> None:
-    """Create the conversation unless it exists; an upsert, because two first turns may arrive at once."""
+def _ensure_conversation(owner: int, session_id: str, title: str, conversation_id: str | None) -> str:
+    """The internal id of the owner's conversation `session_id`, made if new: an upsert, because two first turns
+    may arrive at once."""
     insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
     now = utcnow()
-    db.session.execute(insert(Conversation).values(id=conversation_id, title=title, user_id=user_id, created_at=now,
-                                                   updated_at=now).on_conflict_do_nothing(index_elements=["id"]))
+    db.session.execute(insert(Conversation).values(
+        id=conversation_id or secrets.token_hex(8), session_id=session_id, title=title, user_id=owner,
+        created_at=now, updated_at=now).on_conflict_do_nothing())
+    conversation_id = db.session.scalar(select(Conversation.id).where(Conversation.user_id == owner,
+                                                                      Conversation.session_id == session_id))
     db.session.execute(update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now))
+    return conversation_id
 
 
 def _title(text: str) -> str:
@@ -280,6 +288,10 @@ class AlreadyFinished(Exception):
     pass
 
 
+class QueueUnavailable(Exception):
+    """Redis cannot be reached, so a running job cannot be told to stop right now."""
+
+
 def cancel(job: Job, wait_seconds: float = 3.0) -> Job:
     """A queued job is cancelled at once; a running one is flagged and stops within a token.
     Waits briefly for the worker so the answer usually shows the final state."""
@@ -291,7 +303,10 @@ def cancel(job: Job, wait_seconds: float = 3.0) -> Job:
         streams.TokenWriter(current().redis, job.id, 1).finish(JobStatus.CANCELLED.value)
         _enqueue_next_turn(job)
     else:
-        streams.request_cancel(current().redis, job.id)
+        try:
+            streams.request_cancel(current().redis, job.id)
+        except RedisError as exc:
+            raise QueueUnavailable("Redis cannot be reached to stop the running job; try again in a moment") from exc
         _wait_until_finished(job, wait_seconds)
     db.session.refresh(job)
     return job

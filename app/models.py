@@ -33,20 +33,31 @@ class Priority(str, enum.Enum):
     BATCH = "batch"
 
 
+# A password hash no password matches: for an account made by a migration, until `users passwd` sets one.
+NO_PASSWORD = "!"
+
+
 class User(db.Model):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(80), unique=True)
     password_hash: Mapped[str] = mapped_column(String(100))
+    is_admin: Mapped[bool] = mapped_column(default=False)  # sees every user's conversations and jobs in the UI
+    disabled: Mapped[bool] = mapped_column(default=False)  # can neither sign in nor use its API keys
+    # Part of the session's user id, so bumping it (logout, password change, disable) ends every copied session.
+    session_version: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     # Flask-Login's protocol, written out rather than inherited from UserMixin to keep the table plain.
     is_authenticated = True
-    is_active = True
     is_anonymous = False
 
+    @property
+    def is_active(self) -> bool:
+        return not self.disabled
+
     def get_id(self) -> str:
-        return str(self.id)
+        return f"{self.id}:{self.session_version}"
 
 
 class ApiKey(db.Model):
@@ -57,13 +68,21 @@ class ApiKey(db.Model):
     prefix: Mapped[str] = mapped_column(String(16))
     # Whether requests with this key may ask for interactive priority (ahead of batch work).
     interactive: Mapped[bool] = mapped_column(default=False)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    rate_limit: Mapped[str | None] = mapped_column(String(100))  # e.g. "60/minute"; None: API_RATE_LIMIT
+    max_queued: Mapped[int | None]  # jobs this key may have waiting; None: MAX_QUEUED_PER_KEY
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+    user: Mapped[User] = relationship(lazy="joined")
 
 
 class Conversation(db.Model):
+    """`id` is internal (the UI's URLs); `session_id` is the owner's name for it (the API's), unique per user."""
+
     __tablename__ = "conversations"
+    __table_args__ = (UniqueConstraint("user_id", "session_id", name="uq_conversations_user_session"),)
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128))
     title: Mapped[str] = mapped_column(String(200), default="")
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -71,6 +90,7 @@ class Conversation(db.Model):
     messages: Mapped[list["Message"]] = relationship(
         back_populates="conversation", order_by="Message.id", cascade="all, delete-orphan", passive_deletes=True
     )
+    user: Mapped[User | None] = relationship()
 
 
 class Message(db.Model):
@@ -119,7 +139,7 @@ class Job(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     worker: Mapped[str | None] = mapped_column(String(120))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)  # the owner
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
@@ -128,6 +148,8 @@ class Job(db.Model):
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
     first_token_ms: Mapped[int | None]
+    # Loaded with the job: every answer names the conversation by its session id.
+    conversation: Mapped[Conversation] = relationship(lazy="joined")
 
     @property
     def finished(self) -> bool:

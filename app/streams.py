@@ -5,6 +5,7 @@ writes to the database when the job ends.
 """
 
 import logging
+import time
 
 from redis import Redis, RedisError
 
@@ -12,6 +13,7 @@ log = logging.getLogger(__name__)
 
 TTL_AFTER_END = 3600  # seconds a finished job's stream stays readable for late SSE clients
 CANCEL_TTL = 24 * 3600
+RETRY_PAUSE, MAX_RETRY_PAUSE = 0.2, 5.0  # seconds the token writer waits after a Redis error: first, most
 
 
 def stream_key(job_id: int) -> str:
@@ -25,12 +27,14 @@ def cancel_key(job_id: int) -> str:
 class TokenWriter:
     """Appends a running job's tokens; each append also answers "was cancel requested?" in the same round trip.
 
-    Redis failures are logged once and then ignored: generation goes on and the result is still stored.
+    After a Redis error, generation goes on: tokens wait in memory and Redis is tried again after a pause that
+    grows with each failure, so once Redis is back the stream catches up and a cancel is seen again.
     """
 
     def __init__(self, redis: Redis, job_id: int, max_entries: int):
         self.redis, self.job_id, self.max_entries = redis, job_id, max_entries
-        self.broken = False
+        self.unsent: list[str] = []
+        self.failures, self.retry_at = 0, 0.0
 
     def start(self, attempt: int) -> None:
         # A job run again (after a crash or a worker stop) starts from scratch; readers drop what they had
@@ -40,27 +44,36 @@ class TokenWriter:
             self._send(lambda p: p.xadd(stream_key(self.job_id), {"reset": str(attempt)}))
 
     def append(self, text: str) -> bool:
-        replies = self._send(
-            lambda p: p.xadd(stream_key(self.job_id), {"t": text}, maxlen=self.max_entries, approximate=True)
-            .exists(cancel_key(self.job_id))
-        )
+        self.unsent.append(text)
+        replies = self._send(self._flush)
+        if replies is not None:
+            self.unsent.clear()
         return bool(replies and replies[-1])
+
+    def _flush(self, pipe) -> None:
+        for text in self.unsent:
+            pipe.xadd(stream_key(self.job_id), {"t": text}, maxlen=self.max_entries, approximate=True)
+        pipe.exists(cancel_key(self.job_id))
 
     def finish(self, status: str) -> None:
         key = stream_key(self.job_id)
+        self.retry_at = 0.0  # the end is worth one more try
         self._send(lambda p: p.xadd(key, {"end": status}).expire(key, TTL_AFTER_END).delete(cancel_key(self.job_id)))
 
     def _send(self, build) -> list | None:
-        if self.broken:
+        if time.monotonic() < self.retry_at:
             return None
         try:
             pipe = self.redis.pipeline(transaction=False)
             build(pipe)
-            return pipe.execute()
+            replies = pipe.execute()
         except RedisError as exc:
-            self.broken = True
-            log.warning("job %s: live token stream lost (%s); generation continues", self.job_id, exc)
+            self.failures += 1
+            self.retry_at = time.monotonic() + min(RETRY_PAUSE * 2 ** (self.failures - 1), MAX_RETRY_PAUSE)
+            log.warning("job %s: live token stream unavailable (%s); generation continues", self.job_id, exc)
             return None
+        self.failures = 0
+        return replies
 
 
 def read(redis: Redis, job_id: int, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, dict]]:

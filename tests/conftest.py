@@ -11,8 +11,10 @@ from app import create_app
 from app.api.auth import create_key
 from app.extensions import db
 from app.llm import ModelCache
+from app.models import User
 from config import DEFAULT_MODEL_KEY, load_settings
 from tests.client import Client
+from tests.factories import add_user
 from tests.stack import MODEL_PATHS, Stack, start_redis
 
 
@@ -74,8 +76,14 @@ def runner(app):
 
 
 @pytest.fixture
-def api_headers(app) -> dict[str, str]:
-    return {"Authorization": f"Bearer {create_key('test', interactive=True)}"}
+def owner(app) -> User:
+    """The user the test's API key acts as."""
+    return add_user("owner", password=None)
+
+
+@pytest.fixture
+def api_headers(owner) -> dict[str, str]:
+    return {"Authorization": f"Bearer {create_key('test', owner.id, interactive=True)}"}
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import bcrypt
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from app.extensions import db
-from app.models import Conversation, Job, JobStatus, Message, User
+from app.models import NO_PASSWORD, Conversation, Job, JobStatus, Message, User
 from config import DEFAULT_MODEL_KEY
 
 NAME, PASSWORD = "alice", "correct horse battery"
@@ -18,25 +18,35 @@ MODEL = DEFAULT_MODEL_KEY
 ATTACKS = ['<img src=x onerror="window.__xss=1">', "<script>window.__xss=1</script>"]
 
 
-def add_user(name: str = NAME, password: str = PASSWORD) -> User:
+def add_user(name: str = NAME, password: str | None = PASSWORD, is_admin: bool = False) -> User:
     # Few bcrypt rounds: the cost is stored in the hash, so logging in stays fast in tests.
-    user = User(name=name, password_hash=bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode())
+    password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode() if password else NO_PASSWORD
+    user = User(name=name, password_hash=password_hash, is_admin=is_admin)
     db.session.add(user)
     db.session.commit()
     return user
 
 
-def add_conversation(id: str, title: str, minutes_ago: int = 0, messages: tuple[str, ...] = ()) -> None:
+def first_user_id() -> int | None:
+    """The owner rows get unless a test names one: in the UI tests, the signed-in user."""
+    return db.session.scalar(select(User.id).order_by(User.id).limit(1))
+
+
+def add_conversation(id: str, title: str, minutes_ago: int = 0, messages: tuple[str, ...] = (),
+                     user_id: int | None = None) -> None:
     moment = datetime(2026, 1, 1) - timedelta(minutes=minutes_ago)
-    db.session.add(Conversation(id=id, title=title, updated_at=moment, created_at=moment))
+    db.session.add(Conversation(id=id, session_id=id, title=title, updated_at=moment, created_at=moment,
+                                user_id=user_id or first_user_id()))
     db.session.add_all(Message(conversation_id=id, role="user", content=text) for text in messages)
     db.session.commit()
 
 
 def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | None = None, **job_fields) -> Job:
     """A turn as the worker leaves it (written directly, to reach each state without waiting for one)."""
+    job_fields.setdefault("user_id", first_user_id())
     if db.session.get(Conversation, conversation_id) is None:
-        db.session.add(Conversation(id=conversation_id, title=prompt))
+        db.session.add(Conversation(id=conversation_id, session_id=conversation_id, title=prompt,
+                                    user_id=job_fields["user_id"]))
     job = Job(conversation_id=conversation_id, user_input=prompt, model=MODEL, status=status.value, **job_fields)
     db.session.add(job)
     db.session.flush()

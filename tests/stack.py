@@ -17,6 +17,7 @@ from app.extensions import db
 from app.llm.bundled import BUNDLED
 from app.llm.settings import model_variable
 from config import ROOT, load_settings
+from tests.factories import NAME, add_user
 
 # The bundled models `make setup` assembled, for instance folders elsewhere (tests, benchmarks, screenshots).
 MODEL_PATHS = {model_variable(model.key, "PATH"): str(ROOT / "instance" / "models" / model.file) for model in BUNDLED}
@@ -34,7 +35,10 @@ class Stack:
         app = create_app(load_settings(self.env))
         with app.app_context():
             upgrade()
-            self.headers = {"Authorization": f"Bearer {create_key('stack', interactive=True)}"}
+            # The key's user is the one the browser tests sign in as (they give it a password), so both see
+            # the same conversations and jobs.
+            user = add_user(NAME, password=None, is_admin=True)
+            self.headers = {"Authorization": f"Bearer {create_key('stack', user.id, interactive=True)}"}
             db.engine.dispose()
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

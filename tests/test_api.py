@@ -186,5 +186,5 @@ def test_a_key_over_its_rate_limit_gets_429(client, api_headers, app, runner):
     answer = client.get("/chat/api/models", headers=api_headers)
     assert answer.status_code == 429 and answer.json["error"]["code"] == "rate_limited"
     assert 0 < int(answer.headers["Retry-After"]) <= 60
-    other = runner.invoke(args=["keys", "create", "other"]).stdout.strip().splitlines()[-1]
+    other = runner.invoke(args=["keys", "create", "other", "--user", "owner"]).stdout.strip().splitlines()[-1]
     assert client.get("/chat/api/models", headers={"X-API-Key": other}).status_code == 200  # per key

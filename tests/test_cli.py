@@ -3,13 +3,20 @@
 import re
 
 import bcrypt
+import pytest
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import ApiKey, User
+from tests.factories import add_user
 
 
-def test_key_lifecycle(runner, client):
+@pytest.fixture
+def admin(app) -> User:
+    return add_user("admin", is_admin=True)
+
+
+def test_key_lifecycle(runner, client, admin):
     created = runner.invoke(args=["keys", "create", "n8n"])
     assert created.exit_code == 0
     key = created.stdout.strip().splitlines()[-1]
@@ -26,7 +33,7 @@ def test_key_lifecycle(runner, client):
     assert runner.invoke(args=["keys", "revoke", "n8n"]).exit_code != 0
 
 
-def test_only_interactive_keys_may_jump_the_queue(runner, client):
+def test_only_interactive_keys_may_jump_the_queue(runner, client, admin):
     batch_key = runner.invoke(args=["keys", "create", "batch"]).stdout.strip().splitlines()[-1]
     answer = client.post("/chat/api/submit", json={"user_input": "hi", "priority": "interactive"},
                          headers={"X-API-Key": batch_key})

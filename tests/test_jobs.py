@@ -12,33 +12,35 @@ from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.llm.models import chat_formatter
 from app.models import Job, JobStatus, Message, utcnow
 from config import load_settings
-from tests.factories import MODEL, add_turn
+from tests.factories import MODEL, add_turn, add_user
 
 import pytest
 
 
-def test_unreadable_gguf_fails_once_and_is_not_retried(environ, tmp_path):
+def test_unreadable_gguf_fails_once_is_not_retried_and_keeps_its_path_from_clients(environ, tmp_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"not a gguf at all")
     app = create_app(load_settings({**environ, "LLM_MODELS": "broken", "BROKEN_PATH": str(broken)}))
     with app.app_context():
         upgrade()
         worker.prepare(app, ["broken"], name="test-worker")
-        job = jobs.submit("c-1", "hello", "broken", None, {})
+        owner = add_user("owner")
+        job = jobs.submit(owner.id, "c-1", "hello", "broken", None, {})
         worker.serve(app, ["broken"], burst=True)
         jobs.reconcile()
         db.session.expire_all()
         job = db.session.get(Job, job.id)
         assert (job.status, job.error_code, job.attempts) == ("error", "model_load_failed", 1)
-        assert "broken.gguf" in job.error
+        assert "could not be loaded" in job.error and str(tmp_path) not in job.error
         answer = app.test_client().post("/chat/api/submit", json={"user_input": "hi"},
-                                        headers={"X-API-Key": create_key("k")})
+                                        headers={"X-API-Key": create_key("k", owner.id)})
         assert answer.status_code == 503 and answer.json["error"]["code"] == "model_unavailable"
+        assert str(tmp_path) not in answer.text
         db.engine.dispose()
 
 
-def test_lost_worker_is_retried_with_backoff_then_given_up(app):
-    job = jobs.submit("c-2", "hello", MODEL, None, {})
+def test_lost_worker_is_retried_with_backoff_then_given_up(app, owner):
+    job = jobs.submit(owner.id, "c-2", "hello", MODEL, None, {})
     stale = utcnow() - timedelta(seconds=jobs.HEARTBEAT_STALE + 1)
     for attempt in range(1, app.settings.max_attempts + 1):
         db.session.execute(db.update(Job).values(status="processing", attempts=attempt, heartbeat_at=stale,
@@ -51,8 +53,8 @@ def test_lost_worker_is_retried_with_backoff_then_given_up(app):
     assert (job.status, job.error_code) == ("error", "worker_lost")
 
 
-def test_duplicate_delivery_runs_once(app, work):
-    job = jobs.submit("c-3", "hello", MODEL, None, {})
+def test_duplicate_delivery_runs_once(owner, work):
+    job = jobs.submit(owner.id, "c-3", "hello", MODEL, None, {})
     jobs.enqueue(job)  # the same job twice on the queue, as after a reconcile race
     work()
     db.session.refresh(job)
@@ -60,11 +62,11 @@ def test_duplicate_delivery_runs_once(app, work):
     assert db.session.scalar(db.select(db.func.count()).select_from(Message).where(Message.role == "assistant")) == 1
 
 
-def test_a_job_redis_never_got_is_enqueued_by_the_reconciler(app, work):
+def test_a_job_redis_never_got_is_enqueued_by_the_reconciler(app, owner, work):
     app.redis.close()
     good_redis = app.redis
     app.redis = type(good_redis).from_url("redis://127.0.0.1:1")  # nothing listens there
-    job = jobs.submit("c-4", "hello", MODEL, None, {})
+    job = jobs.submit(owner.id, "c-4", "hello", MODEL, None, {})
     assert job.status == "queued"  # accepted although Redis was unreachable
     app.redis = good_redis
     assert jobs.reconcile()["enqueued"] == 1
@@ -89,8 +91,8 @@ def test_input_that_cannot_fit_is_refused(model_cache):
         fit_prompt(model_cache.get(MODEL), None, [], "word " * 5000, max_tokens=64, safety_margin=64)
 
 
-def test_a_job_that_waited_too_long_ends_without_running(app, work):
-    job = jobs.submit("c-5", "hello", MODEL, None, {})
+def test_a_job_that_waited_too_long_ends_without_running(app, owner, work):
+    job = jobs.submit(owner.id, "c-5", "hello", MODEL, None, {})
     db.session.execute(db.update(Job).values(created_at=utcnow() - timedelta(seconds=app.settings.max_queue_wait + 1)))
     db.session.commit()
     work()
@@ -107,14 +109,14 @@ def test_a_gguf_without_a_chat_template_names_the_setting_that_fixes_it():
         chat_formatter("mythomax", None, NoTemplate())
 
 
-def test_a_regenerated_answer_replaces_the_old_one_in_the_next_turns_history(app, work):
+def test_a_regenerated_answer_replaces_the_old_one_in_the_next_turns_history(owner, work):
     old = add_turn("c-6", "Say hi.", JobStatus.DONE, "the old answer", result="the old answer")
     with pytest.raises(jobs.NotRegenerable):
-        jobs.regenerate(jobs.submit("c-7", "unfinished", MODEL, None, {}))
+        jobs.regenerate(jobs.submit(owner.id, "c-7", "unfinished", MODEL, None, {}))
     again = jobs.regenerate(old)
     assert (again.user_input, again.conversation_id, again.status) == ("Say hi.", "c-6", "queued")
     work()
-    following = jobs.submit("c-6", "And now?", MODEL, None, {})
+    following = jobs.submit(owner.id, "c-6", "And now?", MODEL, None, {})
     history = jobs.history(following)
     assert [(turn.user, turn.job_id) for turn in history] == [("Say hi.", again.id)]
     assert history[0].assistant == db.session.get(Job, again.id).result != "the old answer"

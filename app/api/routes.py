@@ -1,17 +1,20 @@
 """JSON routes: the contract in docs/api.md."""
 
+import re
+
 from flask import g, request, url_for
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import jobs, submissions
 from app.api import bp
-from app.api.schemas import SubmitRequest, parse
+from app.api.schemas import SubmitRequest, json_body, parse
 from app.errors import APIError
 from app.extensions import current, db
-from app.models import Conversation, Job, JobStatus, Message, Priority
+from app.models import ApiKey, Conversation, Job, JobStatus, Message, Priority
 
 # A refusal's HTTP status; the rest are the client's to fix (400).
 REFUSAL_STATUS = {"model_unavailable": 503}
+WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
 
 
 def job_json(job: Job, progress: jobs.Progress | None = None) -> dict:
@@ -20,7 +23,7 @@ def job_json(job: Job, progress: jobs.Progress | None = None) -> dict:
     finished = job.finished
     return {
         "id": job.id,
-        "conversation_id": job.conversation_id,
+        "conversation_id": job.conversation.session_id,
         "user_input": job.user_input,
         "model": job.model,
         "system_prompt": job.system_prompt,
@@ -53,15 +56,16 @@ def _millis(delta) -> int:
 
 
 def get_job(job_id: int) -> Job:
+    """The key's user's job; another user's is as unknown as one that does not exist."""
     job = db.session.get(Job, job_id)
-    if job is None:
+    if job is None or job.user_id != g.api_key.user_id:
         raise APIError(404, "not_found", f"no job with id {job_id}")
     return job
 
 
 @bp.post("/submit")
 def submit():
-    body = parse(SubmitRequest, request.get_json(force=True, silent=True))
+    body = parse(SubmitRequest, json_body())
     priority = body.priority or Priority.BATCH.value
     if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
         raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
@@ -70,9 +74,20 @@ def submit():
         model, system_prompt = submissions.check(body.model, body.system_prompt, body.user_input, overrides)
     except submissions.Refused as refused:
         raise APIError(REFUSAL_STATUS.get(refused.code, 400), refused.code, refused.message) from None
-    job = jobs.submit(body.conversation_id(), body.user_input, model, system_prompt, overrides,
+    check_queued_jobs(g.api_key)
+    job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt, overrides,
                       priority=priority, api_key_id=g.api_key.id)
     return {"job_id": job.id, **job_json(job)}, 202, {"Location": url_for("api.job", job_id=job.id)}
+
+
+def check_queued_jobs(api_key: ApiKey) -> None:
+    """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting."""
+    limit = api_key.max_queued or current().settings.max_queued_per_key
+    waiting = db.session.scalar(select(func.count()).select_from(Job).where(
+        Job.api_key_id == api_key.id, Job.status == JobStatus.QUEUED.value))
+    if waiting >= limit:
+        raise APIError(429, "too_many_queued", f"this key already has {waiting} jobs waiting (its limit is {limit}); "
+                                               "submit more when some have started", headers={"Retry-After": "30"})
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -82,15 +97,15 @@ def job(job_id: int):
 
 @bp.get("/jobs")
 def list_jobs():
-    query = select(Job).order_by(Job.id.desc())
-    if conversation_id := request.args.get("conversation_id"):
-        query = query.where(Job.conversation_id == conversation_id)
+    query = select(Job).where(Job.user_id == g.api_key.user_id).order_by(Job.id.desc())
+    if session_id := request.args.get("conversation_id"):
+        query = query.join(Conversation).where(Conversation.session_id == session_id)
     if status := request.args.get("status"):
         if status not in {s.value for s in JobStatus}:
             raise APIError(400, "invalid_request", f"status must be one of: {', '.join(s.value for s in JobStatus)}")
         query = query.where(Job.status == status)
     limit = request.args.get("limit", "50")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    if not WHOLE_NUMBER.fullmatch(limit) or not 1 <= int(limit) <= 1000:
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 1000")
     found = db.session.scalars(query.limit(int(limit))).all()
     progress = jobs.progress(found)
@@ -103,18 +118,22 @@ def cancel(job_id: int):
         return job_json(jobs.cancel(get_job(job_id)))
     except jobs.AlreadyFinished as exc:
         raise APIError(409, "job_finished", str(exc)) from None
+    except jobs.QueueUnavailable as exc:
+        raise APIError(503, "queue_unavailable", str(exc), headers={"Retry-After": "5"}) from None
 
 
-@bp.get("/status/<conversation_id>")
-def status(conversation_id: str):
-    if db.session.get(Conversation, conversation_id) is None:
-        raise APIError(404, "not_found", f"no conversation with id '{conversation_id}'")
+@bp.get("/status/<session_id>")
+def status(session_id: str):
+    conversation = db.session.scalar(select(Conversation).where(Conversation.user_id == g.api_key.user_id,
+                                                                Conversation.session_id == session_id))
+    if conversation is None:
+        raise APIError(404, "not_found", f"no conversation with id '{session_id}'")
     last = db.session.scalar(
         select(Message.content)
-        .where(Message.conversation_id == conversation_id, Message.role == "assistant")
+        .where(Message.conversation_id == conversation.id, Message.role == "assistant")
         .order_by(Message.job_id.desc(), Message.id.desc()).limit(1)
     )
-    return {"conversation_id": conversation_id, "response": last}
+    return {"conversation_id": session_id, "response": last}
 
 
 @bp.get("/models")

@@ -3,6 +3,7 @@
 import uuid
 from typing import Any, Literal
 
+from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import APIError
@@ -29,6 +30,15 @@ class SubmitRequest(GenerationParams):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("*")
+    @classmethod
+    def _unicode_text(cls, value: Any) -> Any:
+        """JSON can carry lone surrogates (\\ud800), which no database or model can take."""
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not _encodable(text):
+                raise ValueError("must be valid Unicode text (it has a lone surrogate)")
+        return value
+
     @field_validator("session_id")
     @classmethod
     def _conversation_id(cls, value: str | None) -> str | None:
@@ -43,6 +53,22 @@ class SubmitRequest(GenerationParams):
         """Only the generation params the client actually sent."""
         fields = set(GenerationParams.model_fields) & self.model_fields_set
         return self.model_dump(include=fields, mode="json")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_body() -> Any:
+    """The request's JSON, or None when it is not JSON; nesting too deep for the parser is a 400, not a crash."""
+    try:
+        return request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise APIError(400, "invalid_json", "the JSON body is nested too deeply") from None
 
 
 def parse(schema: type[BaseModel], data: Any) -> BaseModel:

@@ -97,7 +97,9 @@ class ModelCache:
                 verbose=False,
             )
         except (ValueError, OSError, RuntimeError) as exc:
-            raise ModelLoadError(f"model '{key}' could not be loaded from {settings.path}: {exc}") from exc
+            # The path and llama.cpp's reason go to the server log only: clients never see the server's files.
+            log.error("model %s could not be loaded from %s: %s", key, settings.path, exc)
+            raise ModelLoadError(f"model '{key}' could not be loaded; the server log says why") from exc
         self.loads += 1
         what = "tokenizer" if self.vocab_only else "model"
         log.info("loaded %s %s from %s in %.2fs", what, key, settings.path, time.perf_counter() - started)

@@ -5,13 +5,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flask import abort, redirect, render_template, url_for
-from flask_login import current_user
 from sqlalchemy import func, select
 
 from app import jobs
 from app.extensions import db
 from app.models import Job, JobStatus, Message
-from app.ui import bp, wants_fragment
+from app.ui import bp, owned_or_404, viewable_or_404, wants_fragment
 
 
 @dataclass
@@ -57,7 +56,7 @@ def _bubble(job: Job):
 @bp.get("/jobs/<int:job_id>/answer")
 def answer(job_id: int):
     """The bubble polls this; a browser without JavaScript is sent to the bubble in its conversation."""
-    job = db.get_or_404(Job, job_id)
+    job = viewable_or_404(db.session.get(Job, job_id))
     if not wants_fragment():
         return redirect(bubble_location(job))
     return _bubble(job)
@@ -65,11 +64,13 @@ def answer(job_id: int):
 
 @bp.post("/jobs/<int:job_id>/stop")
 def stop(job_id: int):
-    job = db.get_or_404(Job, job_id)
+    job = owned_or_404(db.session.get(Job, job_id))
     try:
         job = jobs.cancel(job)
     except jobs.AlreadyFinished:
         pass  # it ended on its own meanwhile; the bubble shows how
+    except jobs.QueueUnavailable as exc:
+        abort(503, str(exc))
     if not wants_fragment():
         return redirect(bubble_location(job), 303)
     return _bubble(job)
@@ -78,9 +79,9 @@ def stop(job_id: int):
 @bp.post("/jobs/<int:job_id>/regenerate")
 def regenerate(job_id: int):
     """A new job answers the same turn; its bubble takes the old one's place."""
-    job = db.get_or_404(Job, job_id)
+    job = owned_or_404(db.session.get(Job, job_id))
     try:
-        job = jobs.regenerate(job, user_id=current_user.id)
+        job = jobs.regenerate(job)
     except jobs.NotRegenerable as exc:
         abort(409, str(exc))
     if not wants_fragment():

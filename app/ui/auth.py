@@ -1,24 +1,24 @@
-"""Logging in and out. Every UI page needs a login; failed logins are throttled per name and address.
+"""Signing in and out. Every UI page needs a signed-in user; sign-in attempts are limited per name and per
+address (app/limits.py). A session names its user's session version, so signing out, a password change or
+`users disable` ends every copy of it.
 
-Users come from `flask --app wsgi users create NAME`. The original ADMIN_PASSWORD_HASH still lets a user
-named "admin" in; the first such login creates the "admin" row (with that hash) so jobs and conversations
-can point at it."""
+Users come from `make run` (the first admin) and `flask --app wsgi users create NAME`. The original
+ADMIN_PASSWORD_HASH still lets a user named "admin" in; the first such sign-in creates the "admin" row (with
+that hash) so jobs and conversations can point at it."""
 
-import logging
+import re
 from urllib.parse import urlsplit
 
 import bcrypt
 from flask import flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_user, logout_user
-from redis import Redis, RedisError
 from sqlalchemy import select
 
+from app import limits
 from app.extensions import current, db, login_manager
 from app.models import User
 from app.ui import bp
 from app.ui.forms import LoginForm
-
-log = logging.getLogger(__name__)
 
 ADMIN = "admin"
 # Checked when the name is unknown, so a wrong name takes as long as a wrong password and names stay secret.
@@ -28,9 +28,17 @@ PUBLIC_ENDPOINTS = {"ui.login", "ui.static", "ui.highlight_css"}
 login_manager.login_view = "ui.login"
 
 
+SESSION_USER = re.compile(r"([0-9]{1,18}):([0-9]{1,18})")
+
+
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id)) if user_id.isdigit() else None
+def load_user(session_user: str) -> User | None:
+    """The session's user, unless their session version has moved on since (signed out, new password, disabled)."""
+    found = SESSION_USER.fullmatch(session_user)
+    user = db.session.get(User, int(found.group(1))) if found else None
+    if user is None or user.disabled or user.session_version != int(found.group(2)):
+        return None
+    return user
 
 
 @login_manager.unauthorized_handler
@@ -58,16 +66,17 @@ def login():
     if not form.validate_on_submit():
         return render_template("login.html", form=form)
     name = form.name.data.strip()
-    throttle = LoginThrottle(current().redis, name, request.remote_addr or "unknown")
-    if throttle.blocked():
-        minutes = max(1, round(throttle.seconds_left() / 60))
-        error = f"Too many failed attempts for this name. Wait about {minutes} minute{'s' * (minutes > 1)} and try again."
-        return render_template("login.html", form=form, error=error), 429, {"Retry-After": str(throttle.seconds_left())}
+    try:  # counted before the password is checked, so concurrent guesses cannot all be checked
+        limits.take(limits.login_per_address(), "login-address", request.remote_addr or "unknown")
+        limits.take(limits.login_per_name(), "login-name", name)
+    except limits.Limited as limited:
+        minutes = max(1, round(limited.retry_after / 60))
+        error = f"Too many sign-in attempts. Wait about {minutes} minute{'s' * (minutes > 1)} and try again."
+        return render_template("login.html", form=form, error=error), 429, {"Retry-After": str(limited.retry_after)}
     user = authenticate(name, form.password.data)
     if user is None:
-        throttle.record_failure()
         return render_template("login.html", form=form, error="Wrong name or password.")
-    throttle.clear()
+    limits.forget(limits.login_per_name(), "login-name", name)
     session.clear()  # a fresh session (and CSRF token) for the signed-in user
     login_user(user)
     return redirect(next_page)
@@ -75,14 +84,24 @@ def login():
 
 @bp.post("/logout")
 def logout():
+    end_sessions(current_user)
     logout_user()
     session.clear()
     flash("You are signed out.")
     return redirect(url_for("ui.login"))
 
 
+def end_sessions(user: User) -> None:
+    """Every session of this user, copies included, stops working."""
+    user.session_version += 1
+    db.session.commit()
+
+
 def authenticate(name: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.name == name))
+    if user is not None and user.disabled:
+        password_matches(password, UNKNOWN_USER_HASH)  # as slow as any other refusal
+        return None
     if password_matches(password, user.password_hash if user else UNKNOWN_USER_HASH):
         return user
     admin_hash = current().settings.admin_password_hash
@@ -99,7 +118,7 @@ def password_matches(password: str, password_hash: str) -> bool:
 
 
 def _create_admin(password_hash: str) -> User:
-    user = User(name=ADMIN, password_hash=password_hash)
+    user = User(name=ADMIN, password_hash=password_hash, is_admin=True)
     db.session.add(user)
     db.session.commit()
     return user
@@ -114,42 +133,5 @@ def _local_path(target: str | None) -> str | None:
         if parts.netloc != request.host:
             return None
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else None
-
-
-class LoginThrottle:
-    """Failed logins per (name, address) in a fixed window, counted in Redis so every web process sees them.
-
-    If Redis is unreachable the throttle lets logins through (and logs it): the chat needs Redis anyway,
-    and locking everyone out while it restarts would be worse."""
-
-    def __init__(self, redis: Redis, name: str, address: str):
-        self.redis = redis
-        self.key = f"llamalith:login-failures:{address}:{name}"
-
-    def blocked(self) -> bool:
-        try:
-            return int(self.redis.get(self.key) or 0) >= current().settings.login_attempts
-        except RedisError as exc:
-            log.warning("login throttle unavailable (%s); allowing the attempt", exc)
-            return False
-
-    def seconds_left(self) -> int:
-        try:
-            return max(self.redis.ttl(self.key), 1)
-        except RedisError:
-            return current().settings.login_window
-
-    def record_failure(self) -> None:
-        # SET NX EX starts the window with the first failure; INCR keeps that expiry. One transaction,
-        # so a crash between the two can never leave a counter without an expiry.
-        try:
-            self.redis.pipeline().set(self.key, 0, ex=current().settings.login_window, nx=True).incr(self.key).execute()
-        except RedisError as exc:
-            log.warning("login throttle unavailable (%s); failure not counted", exc)
-
-    def clear(self) -> None:
-        try:
-            self.redis.delete(self.key)
-        except RedisError:
-            pass
+    safe = target.startswith("/") and not target.startswith("//") and target.isprintable() and "\\" not in target
+    return target if safe else None

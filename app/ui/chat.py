@@ -1,7 +1,7 @@
 """Conversations: the list (search, rename, delete) and the chat page, where a prompt becomes a job.
 
-All signed-in users see all conversations, including those created through the API: Llamalith is a
-single-team, self-hosted tool, and a conversation records who started it (`user_id`) without hiding it."""
+Each user sees and changes only their own conversations (made here or through any of their API keys); another
+user's is a 404. An admin also sees everyone else's, read-only and marked with the owner's name."""
 
 import uuid
 from collections.abc import Sequence
@@ -13,8 +13,8 @@ from sqlalchemy import Select, func, or_, select
 from app import jobs, submissions
 from app.extensions import current, db
 from app.llm import Turn
-from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns
-from app.ui import bp, wants_fragment
+from app.models import Conversation, Job, JobStatus, Message, Priority, User, conversation_turns
+from app.ui import bp, owned_or_404, viewable_or_404, visible, wants_fragment
 from app.ui.answers import Answer, answers_for, bubble_location
 from app.ui.forms import ADVANCED, PromptForm, RenameForm
 from app.ui.paging import paginate
@@ -26,13 +26,14 @@ UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 
 
 def conversation_rows(*conditions) -> Select:
-    """(Conversation, message count) rows, most recently active first. Messages are counted by one grouped
-    subquery joined in, so a page costs one statement however many conversations there are."""
+    """(Conversation, message count, owner's name) rows the user may see, most recently active first. Messages
+    are counted by one grouped subquery joined in, so a page costs one statement however many there are."""
     counts = (select(Message.conversation_id, func.count().label("messages"))
               .group_by(Message.conversation_id).subquery())
-    return (select(Conversation, func.coalesce(counts.c.messages, 0).label("messages"))
+    return (select(Conversation, func.coalesce(counts.c.messages, 0).label("messages"), User.name)
             .outerjoin(counts, counts.c.conversation_id == Conversation.id)
-            .where(*conditions)
+            .outerjoin(User, User.id == Conversation.user_id)
+            .where(visible(Conversation.user_id), *conditions)
             .order_by(Conversation.updated_at.desc(), Conversation.id.desc()))
 
 
@@ -54,7 +55,7 @@ def conversations():
 
 @bp.post("/conversations/<conversation_id>/rename")
 def rename(conversation_id: str):
-    conversation = db.get_or_404(Conversation, conversation_id)
+    conversation = owned_or_404(db.session.get(Conversation, conversation_id))
     form = RenameForm()
     renamed = form.validate()
     if renamed:
@@ -71,12 +72,13 @@ def rename(conversation_id: str):
 @bp.get("/conversations/<conversation_id>/delete")
 def confirm_delete(conversation_id: str):
     """The confirmation step for browsers without JavaScript (htmx asks with a dialog instead)."""
-    return render_template("confirm_delete.html", conversation=db.get_or_404(Conversation, conversation_id))
+    return render_template("confirm_delete.html",
+                           conversation=owned_or_404(db.session.get(Conversation, conversation_id)))
 
 
 @bp.post("/conversations/<conversation_id>/delete")
 def delete(conversation_id: str):
-    conversation = db.get_or_404(Conversation, conversation_id)
+    conversation = owned_or_404(db.session.get(Conversation, conversation_id))
     stop_unfinished_jobs(conversation_id)
     db.session.delete(conversation)  # the database cascades to its messages and jobs
     db.session.commit()
@@ -92,8 +94,8 @@ def stop_unfinished_jobs(conversation_id: str) -> None:
                                                     Job.status.in_(UNFINISHED)).order_by(Job.id)):
         try:
             jobs.cancel(job, wait_seconds=0)
-        except jobs.AlreadyFinished:
-            pass
+        except (jobs.AlreadyFinished, jobs.QueueUnavailable):
+            pass  # it ended meanwhile, or it will end unseen: its row goes with the conversation
 
 
 # The chat page --------------------------------------------------------------------------------------
@@ -107,7 +109,7 @@ def new_conversation():
 
 @bp.get("/conversations/<conversation_id>")
 def chat(conversation_id: str):
-    conversation = db.get_or_404(Conversation, conversation_id)
+    conversation = viewable_or_404(db.session.get(Conversation, conversation_id))
     turns, answers = conversation_view(conversation_id)
     last = answers[turns[-1].job_id].job if turns and turns[-1].job_id in answers else None
     return render_chat(conversation_id, conversation, composer(last), turns, answers)
@@ -119,8 +121,10 @@ def send(conversation_id: str):
     (the prompt and a bubble that polls the job) plus a fresh composer, swapped in without a reload."""
     if not submissions.valid_conversation_id(conversation_id):
         abort(404)
+    existing = db.session.get(Conversation, conversation_id)
+    session_id = owned_or_404(existing).session_id if existing else conversation_id
     form = PromptForm()
-    job = submit(conversation_id, form) if form.validate() else None
+    job = submit(conversation_id, session_id, form) if form.validate() else None
     if job is None:
         return refuse(conversation_id, form)
     if not wants_fragment():
@@ -132,7 +136,7 @@ def send(conversation_id: str):
             {"HX-Replace-Url": url_for("ui.chat", conversation_id=conversation_id)})
 
 
-def submit(conversation_id: str, form: PromptForm) -> Job | None:
+def submit(conversation_id: str, session_id: str, form: PromptForm) -> Job | None:
     """Checked like the API checks a submission; a refusal becomes an error on the form, in words."""
     overrides = form.overrides()
     system_prompt = form.system_prompt.data if (form.system_prompt.data or "").strip() else None
@@ -141,8 +145,8 @@ def submit(conversation_id: str, form: PromptForm) -> Job | None:
     except submissions.Refused as refused:
         form.prompt.errors.append(refused.message)
         return None
-    return jobs.submit(conversation_id, form.prompt.data, model, system_prompt, overrides,
-                       priority=Priority.INTERACTIVE.value, user_id=current_user.id)
+    return jobs.submit(current_user.id, session_id, form.prompt.data, model, system_prompt, overrides,
+                       priority=Priority.INTERACTIVE.value, conversation_id=conversation_id)
 
 
 def refuse(conversation_id: str, form: PromptForm):

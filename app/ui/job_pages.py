@@ -4,8 +4,8 @@ from flask import abort, render_template, request
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Conversation, Job, JobStatus
-from app.ui import bp, wants_fragment
+from app.models import Conversation, Job, JobStatus, User
+from app.ui import bp, viewable_or_404, visible, wants_fragment
 from app.ui.answers import answer_for
 from app.ui.paging import paginate
 
@@ -18,18 +18,18 @@ def jobs_list():
     status = request.args.get("status", "")
     if status and status not in STATUSES:
         abort(400, f"Unknown status '{status}'; use one of: {', '.join(STATUSES)}.")
-    query = (select(Job, Conversation.title).join(Conversation, Conversation.id == Job.conversation_id)
-             .order_by(Job.id.desc()))
+    query = (select(Job, Conversation.title, User.name).join(Conversation, Conversation.id == Job.conversation_id)
+             .outerjoin(User, User.id == Job.user_id).where(visible(Job.user_id)).order_by(Job.id.desc()))
     if status:
         query = query.where(Job.status == status)
     page = paginate(db.session.execute, query, JOBS_PER_PAGE)
     template = "partials/_jobs_table.html" if wants_fragment() else "jobs.html"
     return render_template(template, page=page, status=status, statuses=STATUSES,
-                           active=any(not job.finished for job, _ in page.items))
+                           active=any(not job.finished for job, *_ in page.items))
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    job = db.get_or_404(Job, job_id)
+    job = viewable_or_404(db.session.get(Job, job_id))
     template = "partials/_job_detail.html" if wants_fragment() else "job.html"
     return render_template(template, job=job, answer=answer_for(job))

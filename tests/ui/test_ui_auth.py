@@ -79,7 +79,7 @@ def test_the_admin_password_hash_from_the_environment_signs_in_admin(browser, ap
     assert admin.password_hash == app.settings.admin_password_hash
 
 
-def test_failed_logins_are_throttled_per_name_and_address(browser, user, app):
+def test_sign_in_attempts_are_limited_per_name(browser, user, app):
     settings = app.settings
     settings.login_attempts = 3
     for _ in range(3):
@@ -87,14 +87,21 @@ def test_failed_logins_are_throttled_per_name_and_address(browser, user, app):
 
     blocked = browser.login()  # even the right password, until the window has passed
     assert blocked.status_code == 429
-    assert "Too many failed attempts" in blocked.text
+    assert "Too many sign-in attempts" in blocked.text
     assert 0 < int(blocked.headers["Retry-After"]) <= settings.login_window
     assert browser.get("/chat/conversations").status_code == 302
+    assert browser.login(environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 429  # from anywhere
 
-    other = browser.login("bob", "guess")  # another name from the same address is counted on its own
+    other = browser.login("bob", "guess")  # another name is counted on its own
     assert other.status_code == 200
-    from_elsewhere = browser.login(environ_base={"REMOTE_ADDR": "10.0.0.9"})
-    assert from_elsewhere.headers["Location"] == "/chat/conversations"
+
+
+def test_sign_in_attempts_are_limited_per_address(browser, user, app):
+    app.settings.login_attempts_per_address = 4
+    for name in ("bob", "carol", "dave", "erin"):
+        assert browser.login(name, "guess").status_code == 200
+    assert browser.login().status_code == 429  # the right password, but this address has used its attempts
+    assert browser.login(environ_base={"REMOTE_ADDR": "10.0.0.9"}).headers["Location"] == "/chat/conversations"
 
 
 def test_a_successful_login_forgets_earlier_failures(browser, user, app):
@@ -106,18 +113,18 @@ def test_a_successful_login_forgets_earlier_failures(browser, user, app):
     assert browser.login().headers["Location"] == "/chat/conversations"
 
 
-def test_the_failure_count_lives_in_redis_with_an_expiry(browser, user, app):
+def test_the_attempt_counts_live_in_redis_with_an_expiry(browser, user, app):
     browser.login(password="guess")
     redis = app.redis
-    [key] = redis.keys("llamalith:login-failures:*")
-    assert redis.get(key) == b"1"
-    assert 0 < redis.ttl(key) <= app.settings.login_window
+    [key] = redis.keys("*login-name*")
+    assert redis.get(key) == b"1" and 0 < redis.ttl(key) <= app.settings.login_window
+    assert len(redis.keys("*login-address*")) == 1
 
 
 @pytest.fixture
 def conversation(signed_in, user):
     """A conversation with one turn, written by jobs.submit as the send form does."""
-    jobs.submit("c1", "First prompt", MODEL, None, {}, user_id=user.id)
+    jobs.submit(user.id, "c1", "First prompt", MODEL, None, {}, conversation_id="c1")
     return db.session.get(Conversation, "c1")
 
 

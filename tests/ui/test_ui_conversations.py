@@ -68,9 +68,9 @@ def test_htmx_gets_only_the_list_and_a_browser_the_whole_page(signed_in):
     assert "<html" in page and 'value="pirate"' in page and 'hx-push-url="true"' in page
 
 
-def test_listing_10000_conversations_takes_a_few_statements(signed_in):
-    rows = [{"id": f"c{n:05}", "title": f"Conversation {n}", "updated_at": datetime(2026, 1, 1) + timedelta(seconds=n)}
-            for n in range(10_000)]
+def test_listing_10000_conversations_takes_a_few_statements(signed_in, user):
+    rows = [{"id": f"c{n:05}", "session_id": f"c{n:05}", "user_id": user.id, "title": f"Conversation {n}",
+             "updated_at": datetime(2026, 1, 1) + timedelta(seconds=n)} for n in range(10_000)]
     db.session.execute(insert(Conversation), rows)
     db.session.execute(insert(Message), [{"conversation_id": f"c{n:05}", "role": "user", "content": "hi"}
                                          for n in range(0, 10_000, 3)])
@@ -112,7 +112,7 @@ def test_rename_without_javascript_returns_to_the_list(signed_in):
 
 
 def test_delete_with_htmx_asks_first_and_removes_the_row(signed_in, user):
-    jobs.submit("a", "Hello", MODEL, None, {}, user_id=user.id)
+    jobs.submit(user.id, "a", "Hello", MODEL, None, {}, conversation_id="a")
     page = signed_in.get("/chat/conversations").text
     assert 'hx-confirm="Delete “Hello” and all its messages?"' in page
 
@@ -134,7 +134,7 @@ def test_delete_without_javascript_confirms_on_a_page(signed_in):
 
 
 def test_delete_takes_unfinished_jobs_off_the_queue(app, signed_in, user):
-    job = jobs.submit("a", "Hello", MODEL, None, {}, user_id=user.id)
+    job = jobs.submit(user.id, "a", "Hello", MODEL, None, {}, conversation_id="a")
     queue = Queue(jobs.queue_name(job.model, job.priority), connection=app.redis)
     assert queue.count == 1
     signed_in.htmx("POST", "/chat/conversations/a/delete")
