@@ -15,7 +15,7 @@ except ConfigError as exc:
     sys.exit(f"llamalith: {exc}")
 
 SHUTDOWN_GRACE = 30  # seconds in-flight requests get to finish after SIGTERM
-CHANNEL_TIMEOUT = 60  # seconds a connection may stay silent (event streams send a keep-alive every 15)
+CHANNEL_TIMEOUT = 60  # seconds a connection may stay silent (event streams send a keep-alive every 5)
 
 
 def main() -> None:

@@ -76,6 +76,24 @@ def runner(app):
 
 
 @pytest.fixture
+def user(app) -> User:
+    """The user the UI tests sign in as."""
+    return add_user()
+
+
+@pytest.fixture
+def browser(client) -> Client:
+    """A visitor who has not signed in."""
+    return client
+
+
+@pytest.fixture
+def signed_in(browser, user) -> Client:
+    assert browser.login().status_code == 302
+    return browser
+
+
+@pytest.fixture
 def owner(app) -> User:
     """The user the test's API key acts as."""
     return add_user("owner", password=None)

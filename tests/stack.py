@@ -1,6 +1,7 @@
 """Real processes as the Procfile runs them: `python wsgi.py` and `python worker.py`, for tests and benchmarks."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from config import ROOT, load_settings
 from tests.factories import NAME, add_user
 
 # The bundled models `make setup` assembled, for instance folders elsewhere (tests, benchmarks, screenshots).
+CSRF_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 MODEL_PATHS = {model_variable(model.key, "PATH"): str(ROOT / "instance" / "models" / model.file) for model in BUNDLED}
 
 
@@ -32,14 +34,37 @@ class Stack:
         self.logs = tmp_path / "logs"
         self.logs.mkdir(exist_ok=True)
         self.processes: list[subprocess.Popen] = []
-        app = create_app(load_settings(self.env))
-        with app.app_context():
+        self.app = create_app(load_settings(self.env))
+        with self.app.app_context():
             upgrade()
-            # The key's user is the one the browser tests sign in as (they give it a password), so both see
-            # the same conversations and jobs.
-            user = add_user(NAME, password=None, is_admin=True)
-            self.headers = {"Authorization": f"Bearer {create_key('stack', user.id, interactive=True)}"}
             db.engine.dispose()
+        # The key's user is the one the browser tests sign in as (they give it a password), so both see the same
+        # conversations and jobs.
+        self.headers = self.user(NAME, admin=True)
+
+    def user(self, name: str, password: str | None = None, admin: bool = False) -> dict[str, str]:
+        """A user in the stack's database, and the headers of an API key that acts as them."""
+        with self.app.app_context():
+            user = add_user(name, password=password, is_admin=admin)
+            key = create_key(f"{name}-key", user.id, interactive=True)
+            db.engine.dispose()
+        return {"Authorization": f"Bearer {key}"}
+
+    def cli(self, *args: str, input: str | None = None) -> str:
+        """`flask --app wsgi ARGS` as an operator runs it against this stack; its standard output."""
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], input=input, env=self.env,
+                              cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+    def signed_in(self, name: str, password: str) -> requests.Session:
+        """A browser-like session signed in to the UI; `session.headers` carries the CSRF token as htmx sends it."""
+        session = requests.Session()
+        token = CSRF_TOKEN.search(session.get(self.url + "/login", timeout=10).text).group(1)
+        answer = session.post(self.url + "/login", data={"name": name, "password": password, "csrf_token": token},
+                              allow_redirects=False, timeout=30)
+        assert answer.status_code == 302, answer.text
+        page = session.get(self.url + "/conversations", timeout=10).text
+        session.headers.update({"X-CSRFToken": CSRF_TOKEN.search(page).group(1), "HX-Request": "true"})
+        return session
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logs / f"{name}-{len(self.processes)}.log", "w")
@@ -74,15 +99,16 @@ class Stack:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def get(self, path: str) -> dict:
-        response = requests.get(self.url + path, headers=self.headers, timeout=10)
+    def get(self, path: str, headers: dict | None = None) -> dict:
+        response = requests.get(self.url + path, headers=headers or self.headers, timeout=10)
         assert response.ok, response.text
         return response.json()
 
-    def wait_job(self, job_id: int, timeout: float = 120, until=lambda job: job["status"] not in ("queued", "processing")) -> dict:
+    def wait_job(self, job_id: int, timeout: float = 120, until=lambda job: job["status"] not in ("queued", "processing"),
+                 headers: dict | None = None) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.get(f"/api/jobs/{job_id}")
+            job = self.get(f"/api/jobs/{job_id}", headers)
             if until(job):
                 return job
             time.sleep(0.1)

@@ -22,7 +22,9 @@ from app.errors import APIError
 from app.extensions import current, db
 from app.models import Job
 
-KEEPALIVE_SECONDS = 15
+# Proxies close quiet connections, and a client that left is only noticed when a write fails: both want a
+# comment now and then. Each also checks the job in the database, in case its stream was lost.
+KEEPALIVE_SECONDS = 5
 KEY_CHECK_SECONDS = 5  # a revoked key's open streams end within this
 REDIS_BACKOFF = (0.5, 8.0)  # seconds to wait after a Redis error: first, most
 # A Redis stream entry id: two unsigned 64-bit numbers, ASCII digits only.

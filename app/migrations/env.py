@@ -92,6 +92,11 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # SQLite changes a table by copying it and dropping the old one; with foreign keys on, that drop
+            # would cascade and delete every job and message of a changed conversations table.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()  # ends SQLAlchemy's implicit transaction, so the migrations' own is committed
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -1,10 +1,7 @@
 """Driving Chromium against a live stack: shared by the browser tests and `make screenshots`."""
 
-import subprocess
-import sys
 from pathlib import Path
 
-from config import ROOT
 from tests.factories import NAME, PASSWORD
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -18,8 +15,7 @@ def launch(playwright):
 
 def create_user(stack, name: str = NAME, password: str = PASSWORD) -> None:
     """As an operator does: `flask --app wsgi users create NAME --password-stdin`."""
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "users", "create", name, "--password-stdin"],
-                   input=password + "\n", env=stack.env, cwd=ROOT, check=True, capture_output=True, text=True)
+    stack.cli("users", "create", name, "--password-stdin", input=password + "\n")
 
 
 def sign_in(page, url: str, name: str = NAME, password: str = PASSWORD) -> None:

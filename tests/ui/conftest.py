@@ -1,35 +1,10 @@
-"""UI fixtures: a signed-in test client, and Chromium driven by Playwright against a live stack
-(`python wsgi.py` + `python worker.py`)."""
+"""UI fixtures: Chromium driven by Playwright against a live stack (`python wsgi.py` + `python worker.py`)."""
 
 import warnings
 
 import pytest
 
-from app.models import User
-from tests.client import Client
-from tests.factories import add_user
-
 from .browser import CHROMIUM, create_user, launch, sign_in
-
-
-# Test client ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def user(app) -> User:
-    return add_user()
-
-
-@pytest.fixture
-def browser(client) -> Client:
-    """A visitor who has not signed in."""
-    return client
-
-
-@pytest.fixture
-def signed_in(browser, user) -> Client:
-    assert browser.login().status_code == 302
-    return browser
 
 
 # Real browser against a live stack -----------------------------------------------------------------------
