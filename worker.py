@@ -122,9 +122,11 @@ def supervise(argv: list[str]) -> None:
     child: subprocess.Popen | None = None
 
     def pass_on(signum, _frame) -> None:
-        stopping.set()
-        if child is not None and child.poll() is None:
+        # Only the first: honcho follows a terminal's SIGINT with its own SIGTERM, and rq takes a second signal
+        # as a cold stop.
+        if not stopping.is_set() and child is not None and child.poll() is None:
             child.send_signal(signum)
+        stopping.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, pass_on)

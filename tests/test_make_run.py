@@ -1,0 +1,40 @@
+"""`make run` as the Procfile runs it (honcho, embedded Redis, web, a supervised worker): a worker killed with
+kill -9 comes back, the stack keeps serving, and the job it was running still ends done."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import requests
+
+from config import ROOT
+from tests.stack import wait_for, wait_for_line
+
+SERVING = r"worker\.1\s+\|.* worker \S+:(\d+) serving"
+
+
+def test_a_killed_worker_is_restarted_and_its_job_still_ends_done(make_run):
+    process, output, environ = make_run
+    wait_for_line(output, r"^admin password: ")
+    url = wait_for_line(output, r"open (http://\S+/chat)/ and sign in").group(1)
+    first = wait_for_line(output, SERVING)
+    wait_for_line(output, r"Llamalith is listening on")
+    key = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "keys", "create", "ops"], env=environ,
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    headers = {"Authorization": f"Bearer {key}"}
+    job_id = requests.post(url + "/api/submit", headers=headers, timeout=10,
+                           json={"user_input": "Write a long story about a lighthouse.", "max_tokens": 300}).json()["id"]
+    wait_for(lambda: requests.get(f"{url}/api/jobs/{job_id}", headers=headers, timeout=5).json()["result"])
+
+    os.kill(int(first.group(1)), signal.SIGKILL)
+    restarted = wait_for_line(output, SERVING, after=first.end())
+    assert restarted.group(1) != first.group(1)
+    assert requests.get(url + "/healthz", timeout=5).ok and process.poll() is None
+    wait_for(lambda: requests.get(f"{url}/api/jobs/{job_id}", headers=headers, timeout=5).json()["status"] == "done",
+             timeout=120)
+    job = requests.get(f"{url}/api/jobs/{job_id}", headers=headers, timeout=5).json()
+    assert job["attempts"] == 2 and job["result"]
+    assert re.search(r"worker process \d+ ended \(exit code -9\); starting a new one", output.read_text())
+
