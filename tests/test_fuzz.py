@@ -102,3 +102,31 @@ def test_no_page_input_is_a_500(signed_in, anything, app, path, choice):
 def test_a_body_nested_too_deeply_is_a_400(client, api_headers):
     answer = client.post("/chat/api/submit", data=DEEP, content_type="application/json", headers=api_headers)
     assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("method, path, kwargs", [
+    ("GET", f"/chat/api/jobs/{2**63}", {}),
+    ("GET", f"/chat/api/jobs/{2**64}/events", {}),
+    ("POST", f"/chat/api/jobs/{2**63}/cancel", {}),
+    ("GET", "/chat/api/jobs?limit=²", {}),
+    ("GET", "/chat/api/jobs?limit=١٠", {}),
+    ("POST", "/chat/api/submit", {"json": {"user_input": "hi", "session_id": "story-1\n"}}),
+    ("POST", "/chat/api/submit", {"json": {"user_input": "hi", "stop": ["\ud800"]}}),
+    ("POST", "/chat/api/submit", {"json": {"user_input": "\udfff"}}),
+])
+def test_the_inputs_that_once_made_500s_are_4xx_in_the_api(client, api_headers, method, path, kwargs):
+    answer = client.open(path, method=method, headers=api_headers, **kwargs)
+    assert 400 <= answer.status_code < 500 and answer.json["error"]["code"]
+
+
+@pytest.mark.parametrize("path", [f"/chat/jobs/{2**63}", f"/chat/jobs/{2**64}/answer", "/chat/jobs?page=" + str(2**64),
+                                  "/chat/conversations?page=" + str(10**30)])
+def test_the_inputs_that_once_made_500s_are_not_500s_in_the_pages(signed_in, path):
+    assert signed_in.get(path).status_code in (200, 404)
+
+
+def test_a_sign_in_destination_with_a_line_break_is_ignored(browser, user):
+    answer = browser.post("/chat/login?next=/chat/jobs%0d%0aSet-Cookie:%20a=b",
+                          data={"name": "alice", "password": "correct horse battery",
+                                "csrf_token": browser.csrf_token()})
+    assert answer.status_code == 302 and answer.headers["Location"] == "/chat/conversations"

@@ -179,3 +179,16 @@ def test_a_copied_session_cookie_stops_working_after_logout_and_after_a_password
         else:
             stack.cli("users", "passwd", "heidi", "--password-stdin", input=PASSWORD + "\n")
         assert copy.get(stack.url + "/conversations", allow_redirects=False, timeout=10).status_code == 302
+
+
+def test_revoking_a_key_ends_its_open_streams(stack):
+    stack.start_web()
+    headers = stack.user("ivan")
+    job = requests.post(stack.url + "/api/submit", headers=headers, json={"user_input": "Nobody works on this."},
+                        timeout=10).json()
+    with requests.get(f"{stack.url}/api/jobs/{job['id']}/events", headers=headers, stream=True, timeout=30) as stream:
+        stack.cli("keys", "revoke", "ivan-key")
+        started = time.monotonic()
+        lines = list(stream.iter_lines(decode_unicode=True))  # the stream ends by itself
+    assert time.monotonic() - started < 15
+    assert "event: error" in lines and any('"unauthorized"' in line for line in lines)
