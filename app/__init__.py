@@ -16,6 +16,7 @@ from app import security
 from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
 from app.limits import storage_uri
 from app.llm import ModelCache
+from app.streams import Slots
 
 if TYPE_CHECKING:
     from config import Settings
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Llamalith:
     app = Llamalith(__name__, instance_path=str(settings.instance_path), static_folder=None)
     app.settings = settings
     app.stopping, app.shutting_down = threading.Event(), threading.Event()
+    app.readers = Slots()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_PATH=settings.base_path or "/",
@@ -101,11 +103,14 @@ class DatabaseId(IntegerConverter):
 def register_blueprints(app: Llamalith) -> None:
     from app.api import bp as api_bp
     from app.ui import bp as ui_bp
+    from app.v1 import bp as v1_bp
 
     app.url_map.converters["int"] = DatabaseId
     prefix = app.settings.base_path
-    csrf.exempt(api_bp)
+    for api in (api_bp, v1_bp):  # keys, not cookies: nothing for CSRF to protect
+        csrf.exempt(api)
     app.register_blueprint(api_bp, url_prefix=prefix + "/api")
+    app.register_blueprint(v1_bp, url_prefix=prefix + "/v1")
     app.register_blueprint(ui_bp, url_prefix=prefix or None)
     app.add_url_rule(prefix + "/healthz", "healthz", lambda: {"status": "ok"})
 

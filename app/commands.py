@@ -8,7 +8,7 @@ import click
 from limits import parse
 from sqlalchemy import select
 
-from app.api.auth import create_key
+from app.keys import create_key
 from app.extensions import current, db
 from app.models import NO_PASSWORD, ApiKey, User
 

@@ -1,4 +1,5 @@
-"""One place turns failures into answers: JSON `{"error": {code, message}}` for the API, HTML for pages."""
+"""One place turns failures into answers: JSON `{"error": {code, message}}` for the API, OpenAI's error object
+(`{"error": {message, type, code, param}}`) under /v1, HTML for pages."""
 
 import logging
 
@@ -13,23 +14,38 @@ log = logging.getLogger(__name__)
 class APIError(Exception):
     """A client mistake or a refused action, with a machine-readable code."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 param: str | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        self.status, self.code, self.message, self.headers, self.param = status, code, message, headers or {}, param
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None):
-    return jsonify(error={"code": code, "message": message}), status, headers or {}
+# OpenAI's error `type` for each status (what its SDKs turn into exception classes).
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error", 429: "rate_limit_error"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   param: str | None = None):
+    if _openai_face():
+        body = {"message": message, "type": OPENAI_TYPES.get(status, "server_error"), "code": code, "param": param}
+    else:
+        body = {"code": code, "message": message}
+    return jsonify(error=body), status, headers or {}
+
+
+def _openai_face() -> bool:
+    return request.blueprint == "v1" or "/v1/" in request.path
 
 
 def _wants_json() -> bool:
-    return "/api/" in request.path or request.accept_mimetypes.best == "application/json"
+    return "/api/" in request.path or _openai_face() or request.accept_mimetypes.best == "application/json"
 
 
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def api_error(exc: APIError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, exc.param)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

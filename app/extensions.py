@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from app.llm import ModelCache
+    from app.streams import Slots
     from config import Settings
 
 
@@ -40,6 +41,7 @@ class Llamalith(Flask):
     settings: Settings
     redis: Redis
     tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it
+    readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
     models: ModelCache  # the worker's warm models
     worker_name: str  # host:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue

@@ -92,12 +92,13 @@ def _queue_rank() -> ColumnElement[int]:
 
 def submit(owner: int, session_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
            priority: str = Priority.BATCH.value, api_key_id: int | None = None,
-           conversation_id: str | None = None) -> Job:
+           conversation_id: str | None = None, history: list[list[str | None]] | None = None) -> Job:
     """Commit the job and its user message in the owner's conversation `session_id` (made if new, with the internal
-    id `conversation_id` if given), then enqueue. If Redis is down the job is still accepted: the reconciler
-    enqueues it when Redis is back."""
+    id `conversation_id` if given), then enqueue. `history` ([user, assistant] pairs) replaces the conversation's
+    stored turns in the prompt. If Redis is down the job is still accepted: the reconciler enqueues it when Redis
+    is back."""
     conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
-    job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner)
+    job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner, history)
     db.session.commit()
     enqueue(job)
     return job
@@ -115,16 +116,16 @@ def regenerate(job: Job) -> Job:
         raise NotRegenerable("only the conversation's last answer can be regenerated, once it has ended")
     db.session.execute(delete(Message).where(Message.job_id == job.id))
     again = _add_job(job.conversation_id, job.user_input, job.model, job.system_prompt, job.params, job.priority,
-                     job.api_key_id, job.user_id)
+                     job.api_key_id, job.user_id, job.history)
     db.session.commit()
     enqueue(again)
     return again
 
 
 def _add_job(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
-             priority: str, api_key_id: int | None, user_id: int | None) -> Job:
+             priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None) -> Job:
     job = Job(conversation_id=conversation_id, user_input=user_input, model=model, system_prompt=system_prompt,
-              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id)
+              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id, history=history)
     db.session.add(job)
     db.session.flush()
     db.session.add(Message(conversation_id=conversation_id, role="user", content=user_input, job_id=job.id))
@@ -252,7 +253,10 @@ def _requeue(job: Job, attempt: int) -> None:
 
 
 def history(job: Job) -> list[Turn]:
-    """Earlier completed turns of the job's conversation, oldest first: what the model sees before the input."""
+    """What the model sees before the input, oldest first: the turns the client sent along, else the earlier
+    completed turns of the job's conversation."""
+    if job.history is not None:
+        return [Turn(user, assistant) for user, assistant in job.history]
     return [turn for turn in conversation_turns(job.conversation_id, before_job_id=job.id) if turn.complete]
 
 

@@ -130,6 +130,9 @@ class Job(db.Model):
     user_input: Mapped[str] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(80))
     system_prompt: Mapped[str | None] = mapped_column(Text)
+    # Earlier turns the client sent along ([user, assistant] pairs, OpenAI-style requests); when set, the prompt
+    # uses them instead of the conversation's stored turns.
+    history: Mapped[list[list[str | None]] | None] = mapped_column(JSON)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     priority: Mapped[str] = mapped_column(String(16), default=Priority.BATCH.value)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)

@@ -5,7 +5,11 @@ writes to the database when the job ends.
 """
 
 import logging
+import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from redis import Redis, RedisError
 
@@ -14,6 +18,7 @@ log = logging.getLogger(__name__)
 TTL_AFTER_END = 3600  # seconds a finished job's stream stays readable for late SSE clients
 CANCEL_TTL = 24 * 3600
 RETRY_PAUSE, MAX_RETRY_PAUSE = 0.2, 5.0  # seconds the token writer waits after a Redis error: first, most
+READ_RETRY_PAUSE = 0.5  # seconds a reader first waits after a Redis error
 
 
 def stream_key(job_id: int) -> str:
@@ -80,6 +85,60 @@ def read(redis: Redis, job_id: int, after: str = "0-0", block_ms: int | None = N
     """Stream entries after the id `after` as (id, fields) with str values; waits up to `block_ms` for new ones."""
     reply = redis.xread({stream_key(job_id): after}, block=block_ms)
     return _decoded(reply[0][1]) if reply else []
+
+
+@dataclass
+class Entry:
+    """One stream entry as `follow` yields it: a token, a restart of the job, its end, or a quiet tick."""
+
+    kind: str  # "token", "reset", "end" or "tick" (nothing happened for a while)
+    value: str = ""  # the token's text, the new attempt, the final status
+    id: str | None = None  # the stream entry id, for Last-Event-ID
+
+
+def follow(redis: Redis, job_id: int, after: str, stop: threading.Event, tick_seconds: float) -> Iterator[Entry]:
+    """A job's stream entries after `after`, as they come, with a tick whenever `tick_seconds` pass without one.
+    After a Redis error it waits before trying again, longer each time: a Redis outage never makes it spin.
+    Ends when `stop` is set; the caller ends it at the `end` entry (or when a tick shows the job has ended)."""
+    cursor, quiet_since, backoff = after, time.monotonic(), 0.0
+    while not stop.is_set():
+        try:
+            entries = read(redis, job_id, cursor, block_ms=1000)
+            backoff = 0.0
+        except RedisError:
+            backoff = min(max(backoff * 2, READ_RETRY_PAUSE), MAX_RETRY_PAUSE)
+            stop.wait(backoff)
+            entries = []
+        for entry_id, fields in entries:
+            cursor, quiet_since = entry_id, time.monotonic()
+            kind = next((name for name in ("t", "reset", "end") if name in fields), None)
+            if kind:
+                yield Entry("token" if kind == "t" else kind, fields[kind], entry_id)
+        if time.monotonic() - quiet_since >= tick_seconds:
+            yield Entry("tick")
+            quiet_since = time.monotonic()
+
+
+class Slots:
+    """Readers waiting on jobs in this web process (event streams, OpenAI-style calls), in total and per key.
+    Each holds one of waitress's threads for as long as it waits, so over either cap a new one is refused at once
+    and there are always threads left for ordinary requests (and /healthz)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: Counter[int] = Counter()
+
+    def take(self, key_id: int, total: int, per_key: int) -> Callable[[], None] | None:
+        """A slot for `key_id`, as the call that gives it back; None when either cap is reached."""
+        with self.lock:
+            if sum(self.open.values()) >= total or self.open[key_id] >= per_key:
+                return None
+            self.open[key_id] += 1
+        return lambda: self._give_back(key_id)
+
+    def _give_back(self, key_id: int) -> None:
+        with self.lock:
+            self.open[key_id] -= 1
 
 
 def partial_texts(redis: Redis, job_ids: list[int]) -> dict[int, str]:

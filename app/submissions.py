@@ -2,9 +2,14 @@
 `Refused` with a machine code; each blueprint turns it into its own answer (JSON error, message on the form)."""
 
 import re
+from typing import Any
 
-from app.extensions import current
+from flask import request
+from sqlalchemy import func, select
+
+from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, fit_prompt
+from app.models import ApiKey, Job, JobStatus
 
 # Conversation ids travel in URLs and JSON: short, printable, no separators that need escaping.
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -13,15 +18,43 @@ MAX_SYSTEM_PROMPT_CHARS = 100_000
 
 
 class Refused(Exception):
-    """The submission cannot become a job; `code` says why for machines, the message for people."""
+    """The submission cannot become a job; `code` says why for machines, the message for people, and `status` is
+    the HTTP status the API faces answer with."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, status: int = 400):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.status = code, message, status
+
+
+def json_body() -> Any:
+    """The request's JSON, or None when it is not JSON; nesting too deep for the parser is refused, not a crash."""
+    try:
+        return request.get_json(force=True, silent=True)
+    except RecursionError:
+        raise Refused("invalid_json", "the JSON body is nested too deeply") from None
+
+
+def check_queue_room(api_key: ApiKey) -> None:
+    """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting."""
+    limit = api_key.max_queued or current().settings.max_queued_per_key
+    waiting = db.session.scalar(select(func.count()).select_from(Job).where(
+        Job.api_key_id == api_key.id, Job.status == JobStatus.QUEUED.value))
+    if waiting >= limit:
+        raise Refused("too_many_queued", f"this key already has {waiting} jobs waiting (its limit is {limit}); "
+                                         "submit more when some have started", status=429)
 
 
 def valid_conversation_id(value: str) -> bool:
     return CONVERSATION_ID.fullmatch(value) is not None
+
+
+def valid_text(text: str) -> bool:
+    """JSON can carry lone surrogates (\\ud800), which no database or model can take."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check(model: str | None, system_prompt: str | None, user_input: str, overrides: dict) -> tuple[str, str | None]:
@@ -39,5 +72,5 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
     except ContextTooLong as exc:
         raise Refused("context_length_exceeded", str(exc)) from None
     except ModelLoadError as exc:
-        raise Refused("model_unavailable", str(exc)) from None
+        raise Refused("model_unavailable", str(exc), status=503) from None
     return model, system_prompt or None

@@ -11,7 +11,7 @@ from flask_migrate import upgrade
 from redis import Redis
 
 from app import create_app
-from app.api.auth import create_key
+from app.keys import create_key
 from app.extensions import db
 from app.llm import ModelCache
 from app.models import User

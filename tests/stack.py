@@ -13,7 +13,7 @@ from flask_migrate import upgrade
 from redis import Redis
 
 from app import create_app
-from app.api.auth import create_key
+from app.keys import create_key
 from app.extensions import db
 from app.llm.bundled import BUNDLED
 from app.llm.settings import model_variable

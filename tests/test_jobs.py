@@ -6,7 +6,7 @@ from flask_migrate import upgrade
 
 import worker
 from app import create_app, jobs
-from app.api.auth import create_key
+from app.keys import create_key
 from app.extensions import db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.llm.models import chat_formatter

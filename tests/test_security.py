@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from flask_migrate import downgrade, upgrade
 
 from app import create_app
-from app.api.auth import create_key
+from app.keys import create_key
 from app.extensions import db
 from app.models import ApiKey, Conversation, Job, User
 from app.security import CONTENT_SECURITY_POLICY

@@ -1,69 +1,16 @@
-"""API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
-nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user;
-its requests are rate limited, and so are failed authentications from one address."""
+"""Every JSON API request needs an API key (app/keys.py); a refusal is the API's JSON error."""
 
-import hashlib
-import hmac
-import secrets
-from datetime import timedelta
+from flask import g
 
-from flask import g, request
-from sqlalchemy import select
-
-from app import limits
 from app.api import bp
 from app.errors import APIError
-from app.extensions import db
-from app.models import ApiKey, utcnow
-
-PREFIX = "llk_"
-
-
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def create_key(name: str, user_id: int, interactive: bool = False, rate_limit: str | None = None,
-               max_queued: int | None = None) -> str:
-    key = PREFIX + secrets.token_urlsafe(32)
-    db.session.add(ApiKey(name=name, key_hash=digest(key), prefix=key[:8], user_id=user_id, interactive=interactive,
-                          rate_limit=rate_limit, max_queued=max_queued))
-    db.session.commit()
-    return key
-
-
-def presented_key() -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("X-API-Key")
-
-
-def valid_key(key: str | None) -> ApiKey | None:
-    """The key's row, if the key exists and its user may use it."""
-    if not key:
-        return None
-    wanted = digest(key)
-    api_key = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == wanted))
-    if api_key is None or not hmac.compare_digest(api_key.key_hash, wanted) or api_key.user.disabled:
-        return None
-    return api_key
+from app.keys import KeyRefused, authenticate
 
 
 @bp.before_request
 def require_api_key() -> None:
     try:
-        api_key = valid_key(presented_key())
-        if api_key is None:  # a valid key is never refused for others' failures from the same address
-            limits.take(limits.auth_failures_per_address(), "api-auth-failures", request.remote_addr or "unknown")
-            raise APIError(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>' "
-                                                "(a revoked key, or one whose user is disabled, is not valid)")
-        if item := limits.per_key(api_key.rate_limit):
-            limits.take(item, "api-key", str(api_key.id))
-    except limits.Limited as limited:
-        raise APIError(429, "rate_limited", f"too many requests; retry in {limited.retry_after} s",
-                       headers={"Retry-After": str(limited.retry_after)}) from None
-    if api_key.last_used_at is None or api_key.last_used_at < utcnow() - timedelta(minutes=1):
-        api_key.last_used_at = utcnow()
-        db.session.commit()
-    g.api_key = api_key
+        g.api_key = authenticate()
+    except KeyRefused as refused:
+        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
+        raise APIError(refused.status, refused.code, refused.message, headers=headers) from None

@@ -2,58 +2,29 @@
 
 The stream never cancels or owns the job: a client that goes away only stops reading. It holds no database
 session while it waits (sessions are opened per check). Each open stream holds one of waitress's threads for its
-whole life, so streams are capped per key and per web process, below the thread count (`StreamSlots`).
+whole life, so it takes one of the app's reader slots (per key and per process), or gets 429.
 """
 
 import json
 import re
-import threading
-import time
-from collections import Counter
+from collections.abc import Callable
 
 from flask import Response, g, request, stream_with_context
-from redis import RedisError
 
 from app import streams
 from app.api import bp
-from app.api.auth import presented_key, valid_key
 from app.api.routes import get_job, job_json
 from app.errors import APIError
 from app.extensions import current, db
+from app.keys import presented_key, valid_key
 from app.models import Job
 
 # Proxies close quiet connections, and a client that left is only noticed when a write fails: both want a
-# comment now and then. Each also checks the job in the database, in case its stream was lost.
+# comment now and then. Each also checks the key (revoked: the stream ends) and the job in the database (in
+# case its stream was lost).
 KEEPALIVE_SECONDS = 5
-KEY_CHECK_SECONDS = 5  # a revoked key's open streams end within this
-REDIS_BACKOFF = (0.5, 8.0)  # seconds to wait after a Redis error: first, most
 # A Redis stream entry id: two unsigned 64-bit numbers, ASCII digits only.
 EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-
-
-class StreamSlots:
-    """Open streams in this web process, in total and per key: a request over either cap gets 429 at once,
-    so streams can never take the threads that ordinary requests (and /healthz) need."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.open: Counter[int] = Counter()
-
-    def take(self, key_id: int) -> bool:
-        settings = current().settings
-        with self.lock:
-            if sum(self.open.values()) >= settings.sse_max_streams or \
-                    self.open[key_id] >= settings.sse_max_streams_per_key:
-                return False
-            self.open[key_id] += 1
-            return True
-
-    def give_back(self, key_id: int) -> None:
-        with self.lock:
-            self.open[key_id] -= 1
-
-
-slots = StreamSlots()
 
 
 def sse(event: str, data: dict, event_id: str | None = None) -> str:
@@ -69,50 +40,46 @@ def resume_point(value: str) -> str:
     return value
 
 
+def take_reader_slot() -> Callable[[], None]:
+    """One of the app's reader slots for the request's key (else 429), and the call that gives it back."""
+    settings = current().settings
+    give_back = current().readers.take(g.api_key.id, settings.sse_max_streams, settings.sse_max_streams_per_key)
+    if give_back is None:
+        raise APIError(429, "too_many_streams", "too many open event streams (for this key, or on this server); "
+                                                "close one, or poll GET /api/jobs/{id}", headers={"Retry-After": "5"})
+    return give_back
+
+
 @bp.get("/jobs/<int:job_id>/events")
 def job_events(job_id: int):
     get_job(job_id)
     after = resume_point(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0-0")
-    key_id = g.api_key.id
-    if not slots.take(key_id):
-        raise APIError(429, "too_many_streams", "too many open event streams (for this key, or on this server); "
-                                                "close one, or poll GET /api/jobs/{id}", headers={"Retry-After": "5"})
+    give_back = take_reader_slot()
     db.session.remove()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    response = Response(stream_with_context(_events(job_id, after)), mimetype="text/event-stream",
-                        headers=headers)
-    response.call_on_close(lambda: slots.give_back(key_id))
+    response = Response(stream_with_context(_events(job_id, after)), mimetype="text/event-stream", headers=headers)
+    response.call_on_close(give_back)  # after the stream ends or the client left, outside any app context
     return response
 
 
 def _events(job_id: int, after: str):
-    redis, shutting_down = current().redis, current().shutting_down
     yield f": job {job_id}\n\n"  # sends the headers through proxies at once
-    cursor, seen_any, quiet_since = after, after != "0-0", 0.0  # 0.0: check the database at the first pause
-    backoff, key_checked = 0.0, time.monotonic()
-    while not shutting_down.is_set():  # on shutdown the client reconnects (Last-Event-ID) elsewhere
-        try:
-            entries = streams.read(redis, job_id, cursor, block_ms=1000)
-            backoff = 0.0
-        except RedisError:  # wait before trying again, longer each time: never a busy loop
-            backoff = min(max(backoff * 2, REDIS_BACKOFF[0]), REDIS_BACKOFF[1])
-            shutting_down.wait(backoff)
-            entries = []
-        for entry_id, fields in entries:
-            cursor, seen_any, quiet_since = entry_id, True, time.monotonic()
-            if "t" in fields:
-                yield sse("token", {"text": fields["t"]}, entry_id)
-            elif "reset" in fields:
-                yield sse("reset", {"attempt": int(fields["reset"])}, entry_id)
-            elif "end" in fields:
-                yield _terminal(job_id, entry_id)
-                return
-        if time.monotonic() - key_checked >= KEY_CHECK_SECONDS:
-            if not _key_still_valid():
-                yield sse("error", {"error": {"code": "unauthorized", "message": "the API key was revoked"}})
-                return
-            key_checked = time.monotonic()
-        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
+    seen_any = after != "0-0"
+    # On shutdown `follow` stops and the client reconnects (Last-Event-ID) elsewhere.
+    for entry in streams.follow(current().redis, job_id, after, current().shutting_down, KEEPALIVE_SECONDS):
+        if entry.kind == "token":
+            seen_any = True
+            yield sse("token", {"text": entry.value}, entry.id)
+        elif entry.kind == "reset":
+            yield sse("reset", {"attempt": int(entry.value)}, entry.id)
+        elif entry.kind == "end":
+            job = _load(job_id)
+            yield sse(job["status"], job, entry.id)
+            return
+        elif not still_valid_key():
+            yield sse("error", {"error": {"code": "unauthorized", "message": "the API key was revoked"}})
+            return
+        else:
             job = _load(job_id)
             if job["status"] in ("done", "error", "cancelled"):
                 # The stream is gone (expired or Redis was wiped): send what the database holds.
@@ -121,19 +88,13 @@ def _events(job_id: int, after: str):
                 yield sse(job["status"], job)
                 return
             yield ": keep-alive\n\n"
-            quiet_since = time.monotonic()
 
 
-def _key_still_valid() -> bool:
+def still_valid_key() -> bool:
     try:
         return valid_key(presented_key()) is not None
     finally:
         db.session.remove()
-
-
-def _terminal(job_id: int, entry_id: str) -> str:
-    job = _load(job_id)
-    return sse(job["status"], job, entry_id)
 
 
 def _load(job_id: int) -> dict:

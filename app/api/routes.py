@@ -3,17 +3,15 @@
 import re
 
 from flask import g, request, url_for
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import jobs, submissions
 from app.api import bp
-from app.api.schemas import SubmitRequest, json_body, parse
+from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
 from app.extensions import current, db
-from app.models import ApiKey, Conversation, Job, JobStatus, Message, Priority
+from app.models import Conversation, Job, JobStatus, Message, Priority
 
-# A refusal's HTTP status; the rest are the client's to fix (400).
-REFUSAL_STATUS = {"model_unavailable": 503}
 WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
 
 
@@ -65,29 +63,20 @@ def get_job(job_id: int) -> Job:
 
 @bp.post("/submit")
 def submit():
-    body = parse(SubmitRequest, json_body())
-    priority = body.priority or Priority.BATCH.value
-    if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
-        raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
-    overrides = body.overrides()
     try:
+        body = parse(SubmitRequest, submissions.json_body())
+        priority = body.priority or Priority.BATCH.value
+        if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
+            raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
+        overrides = body.overrides()
         model, system_prompt = submissions.check(body.model, body.system_prompt, body.user_input, overrides)
+        submissions.check_queue_room(g.api_key)
     except submissions.Refused as refused:
-        raise APIError(REFUSAL_STATUS.get(refused.code, 400), refused.code, refused.message) from None
-    check_queued_jobs(g.api_key)
+        headers = {"Retry-After": "30"} if refused.status == 429 else None
+        raise APIError(refused.status, refused.code, refused.message, headers=headers) from None
     job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt, overrides,
                       priority=priority, api_key_id=g.api_key.id)
     return {"job_id": job.id, **job_json(job)}, 202, {"Location": url_for("api.job", job_id=job.id)}
-
-
-def check_queued_jobs(api_key: ApiKey) -> None:
-    """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting."""
-    limit = api_key.max_queued or current().settings.max_queued_per_key
-    waiting = db.session.scalar(select(func.count()).select_from(Job).where(
-        Job.api_key_id == api_key.id, Job.status == JobStatus.QUEUED.value))
-    if waiting >= limit:
-        raise APIError(429, "too_many_queued", f"this key already has {waiting} jobs waiting (its limit is {limit}); "
-                                               "submit more when some have started", headers={"Retry-After": "30"})
 
 
 @bp.get("/jobs/<int:job_id>")

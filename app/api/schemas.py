@@ -3,12 +3,11 @@
 import uuid
 from typing import Any, Literal
 
-from flask import request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import APIError
 from app.llm import GenerationParams
-from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_conversation_id
+from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_conversation_id, valid_text
 
 
 class SubmitRequest(GenerationParams):
@@ -33,9 +32,8 @@ class SubmitRequest(GenerationParams):
     @field_validator("*")
     @classmethod
     def _unicode_text(cls, value: Any) -> Any:
-        """JSON can carry lone surrogates (\\ud800), which no database or model can take."""
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and not _encodable(text):
+            if isinstance(text, str) and not valid_text(text):
                 raise ValueError("must be valid Unicode text (it has a lone surrogate)")
         return value
 
@@ -53,22 +51,6 @@ class SubmitRequest(GenerationParams):
         """Only the generation params the client actually sent."""
         fields = set(GenerationParams.model_fields) & self.model_fields_set
         return self.model_dump(include=fields, mode="json")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def json_body() -> Any:
-    """The request's JSON, or None when it is not JSON; nesting too deep for the parser is a 400, not a crash."""
-    try:
-        return request.get_json(force=True, silent=True)
-    except RecursionError:
-        raise APIError(400, "invalid_json", "the JSON body is nested too deeply") from None
 
 
 def parse(schema: type[BaseModel], data: Any) -> BaseModel:

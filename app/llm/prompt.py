@@ -29,8 +29,9 @@ class ContextTooLong(Exception):
 
 def build_messages(system_prompt: str | None, history: list[Turn], user_input: str, folds_system: bool) -> list[dict]:
     messages = []
-    for turn in history:
-        messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.assistant}]
+    for turn in history:  # a turn sent by a client may lack either side
+        messages += [{"role": role, "content": text} for role, text in (("user", turn.user),
+                                                                         ("assistant", turn.assistant)) if text is not None]
     messages.append({"role": "user", "content": user_input})
     if system_prompt:
         if folds_system:

@@ -1,0 +1,74 @@
+"""API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
+nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
+`authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one); each turns a
+`KeyRefused` into its own error format."""
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from flask import request
+from sqlalchemy import select
+
+from app import limits
+from app.extensions import db
+from app.models import ApiKey, utcnow
+
+PREFIX = "llk_"
+
+
+class KeyRefused(Exception):
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(name: str, user_id: int, interactive: bool = False, rate_limit: str | None = None,
+               max_queued: int | None = None) -> str:
+    key = PREFIX + secrets.token_urlsafe(32)
+    db.session.add(ApiKey(name=name, key_hash=digest(key), prefix=key[:8], user_id=user_id, interactive=interactive,
+                          rate_limit=rate_limit, max_queued=max_queued))
+    db.session.commit()
+    return key
+
+
+def presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+def valid_key(key: str | None) -> ApiKey | None:
+    """The key's row, if the key exists and its user may use it."""
+    if not key:
+        return None
+    wanted = digest(key)
+    api_key = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == wanted))
+    if api_key is None or not hmac.compare_digest(api_key.key_hash, wanted) or api_key.user.disabled:
+        return None
+    return api_key
+
+
+def authenticate() -> ApiKey:
+    """The request's key, counted against its rate limit; wrong keys are counted per address."""
+    try:
+        api_key = valid_key(presented_key())
+        if api_key is None:  # a valid key is never refused for others' failures from the same address
+            limits.take(limits.auth_failures_per_address(), "api-auth-failures", request.remote_addr or "unknown")
+            raise KeyRefused(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>' "
+                                                  "(a revoked key, or one whose user is disabled, is not valid)")
+        if item := limits.per_key(api_key.rate_limit):
+            limits.take(item, "api-key", str(api_key.id))
+    except limits.Limited as limited:
+        raise KeyRefused(429, "rate_limited", f"too many requests; retry in {limited.retry_after} s",
+                         limited.retry_after) from None
+    if api_key.last_used_at is None or api_key.last_used_at < utcnow() - timedelta(minutes=1):
+        api_key.last_used_at = utcnow()
+        db.session.commit()
+    return api_key

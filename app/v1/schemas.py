@@ -1,0 +1,102 @@
+"""OpenAI's chat completion request, as far as Llamalith serves it. What it does not serve (tools, other response
+formats, several choices, log probabilities, images) is refused by name, never silently ignored."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from app.errors import APIError
+from app.submissions import MAX_INPUT_CHARS, valid_text
+
+# Fields OpenAI defines that Llamalith does not serve: a request that uses them gets a 400 naming the field.
+UNSUPPORTED = {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "logprobs",
+               "top_logprobs", "logit_bias", "audio", "modalities", "prediction", "web_search_options"}
+ZERO_OR_NONE = {"frequency_penalty", "presence_penalty"}  # accepted at their neutral value only
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[Part] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            if any(part.type != "text" for part in self.content):
+                raise ValueError("only text content parts are supported")
+            return "".join(part.text or "" for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    max_completion_tokens: int | None = Field(None, ge=1, le=32768)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    n: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, max_length=200)
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only n=1 is supported")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict | None) -> dict | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError("only {'type': 'text'} is supported")
+        return value
+
+    def generation_overrides(self) -> dict[str, Any]:
+        overrides = {"max_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
+                     "top_p": self.top_p, "seed": self.seed,
+                     "stop": [self.stop] if isinstance(self.stop, str) else self.stop}
+        return {name: value for name, value in overrides.items() if value is not None}
+
+
+def parse_chat_request(data: Any) -> ChatCompletionRequest:
+    if not isinstance(data, dict):
+        raise APIError(400, "invalid_json", "the request body must be a JSON object")
+    for name in sorted(UNSUPPORTED & data.keys()):
+        if data[name] not in (None, False, [], {}):
+            raise APIError(400, "unsupported_parameter", f"'{name}' is not supported by this server", param=name)
+    for name in sorted(ZERO_OR_NONE & data.keys()):
+        if data[name] not in (None, 0, 0.0):
+            raise APIError(400, "unsupported_parameter", f"'{name}' is supported only as 0", param=name)
+    try:
+        request = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"]) or None
+        raise APIError(400, "invalid_request", f"{field}: {error['msg'].removeprefix('Value error, ')}",
+                       param=field) from None
+    for index, message in enumerate(request.messages):
+        try:
+            text = message.text()
+        except ValueError as exc:
+            raise APIError(400, "unsupported_parameter", f"messages.{index}.content: {exc}", param="messages") from None
+        if len(text) > MAX_INPUT_CHARS or not valid_text(text):
+            raise APIError(400, "invalid_request", f"messages.{index}.content: too long, or not valid Unicode text",
+                           param="messages")
+    return request

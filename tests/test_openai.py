@@ -1,0 +1,79 @@
+"""The OpenAI-compatible face, driven by the real `openai` package against real processes (waitress, a worker,
+the real model): what an SDK, LangChain or n8n's OpenAI nodes do."""
+
+import openai
+import pytest
+import requests
+
+from tests.factories import MODEL
+
+
+@pytest.fixture
+def client(stack) -> openai.OpenAI:
+    stack.start_web()
+    stack.start_worker()
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.headers["Authorization"].split()[-1],
+                         max_retries=0, timeout=120)
+
+
+def test_models_are_listed_and_fetched(client):
+    assert [model.id for model in client.models.list()] == ["smollm2-135m", "gemma3-270m"]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-17")
+
+
+def test_a_chat_completion_is_the_real_models_answer_and_a_job(client, stack):
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, temperature=0, max_tokens=24,
+        messages=[{"role": "system", "content": "You are a helpful assistant. Answer briefly and accurately."},
+                  {"role": "user", "content": "What is the capital of France?"}])
+    answer = raw.parse()
+    assert "Paris" in answer.choices[0].message.content and answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage.prompt_tokens > 0 and answer.usage.completion_tokens > 0
+    job = stack.get(f"/api/jobs/{raw.headers['X-Llamalith-Job-Id']}")
+    assert (job["status"], job["result"], job["system_prompt"]) == (
+        "done", answer.choices[0].message.content, "You are a helpful assistant. Answer briefly and accurately.")
+
+
+def test_streaming_gives_the_same_text_token_by_token_and_the_usage(client, stack):
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    whole = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=24, messages=question)
+    stream = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=24, messages=question, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    pieces = [chunk.choices[0].delta.content for chunk in chunks if chunk.choices and chunk.choices[0].delta.content]
+    assert len(pieces) > 1 and "".join(pieces) == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] in ("stop", "length")
+
+
+def test_earlier_turns_sent_along_are_the_prompts_history(client, stack):
+    answer = client.chat.completions.with_raw_response.create(
+        model=MODEL, max_tokens=8, extra_headers={"X-Llamalith-Conversation": "sdk-chat"},
+        messages=[{"role": "user", "content": "My name is Zorblax."}, {"role": "assistant", "content": "Hello!"},
+                  {"role": "user", "content": "What is my name?"}])
+    job = stack.get(f"/api/jobs/{answer.headers['X-Llamalith-Job-Id']}")
+    assert job["conversation_id"] == "sdk-chat" and job["user_input"] == "What is my name?"
+    assert job["usage"]["prompt_tokens"] > 20  # the earlier turns were in the prompt
+    assert stack.get("/api/jobs?conversation_id=sdk-chat")["jobs"][0]["id"] == job["id"]
+
+
+def test_a_bad_key_and_unsupported_features_are_clear_errors(client, stack):
+    bad = openai.OpenAI(base_url=stack.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    hello = [{"role": "user", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=MODEL, messages=hello, tools=[{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {}}}}])
+    assert refused.value.body["param"] == "tools" and refused.value.body["code"] == "unsupported_parameter"
+    for extra in ({"n": 2}, {"logprobs": True}, {"response_format": {"type": "json_object"}}):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model=MODEL, messages=hello, **extra)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-17", messages=hello)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "assistant", "content": "no question"}])
+    error = requests.post(stack.url + "/v1/chat/completions", headers=stack.headers, json={"model": MODEL}).json()
+    assert set(error["error"]) == {"message", "type", "code", "param"} and error["error"]["param"] == "messages"
