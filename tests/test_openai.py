@@ -77,3 +77,18 @@ def test_a_bad_key_and_unsupported_features_are_clear_errors(client, stack):
         client.chat.completions.create(model=MODEL, messages=[{"role": "assistant", "content": "no question"}])
     error = requests.post(stack.url + "/v1/chat/completions", headers=stack.headers, json={"model": MODEL}).json()
     assert set(error["error"]) == {"message", "type", "code", "param"} and error["error"]["param"] == "messages"
+
+
+def test_the_readme_example_runs_as_written(client, stack):
+    import re
+    import subprocess
+    import sys
+
+    from config import ROOT
+
+    script = re.search(r"```python\n(import os\nfrom openai import OpenAI.*?)```", (ROOT / "README.md").read_text(),
+                       re.S).group(1).replace("http://127.0.0.1:8000/chat", stack.url)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={"LLAMALITH_KEY": stack.headers["Authorization"].split()[-1], "PATH": "/usr/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
