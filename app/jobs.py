@@ -21,6 +21,7 @@ from rq.worker import Worker
 from sqlalchemy import ColumnElement, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
 from app import streams
@@ -90,16 +91,28 @@ def _queue_rank() -> ColumnElement[int]:
 # Submitting ----------------------------------------------------------------------------------------
 
 
+class AlreadySubmitted(Exception):
+    """A concurrent request with the same Idempotency-Key made the job first."""
+
+
 def submit(owner: int, session_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
            priority: str = Priority.BATCH.value, api_key_id: int | None = None,
-           conversation_id: str | None = None, history: list[list[str | None]] | None = None) -> Job:
+           conversation_id: str | None = None, history: list[list[str | None]] | None = None,
+           idempotency: tuple[str, str] | None = None) -> Job:
     """Commit the job and its user message in the owner's conversation `session_id` (made if new, with the internal
     id `conversation_id` if given), then enqueue. `history` ([user, assistant] pairs) replaces the conversation's
-    stored turns in the prompt. If Redis is down the job is still accepted: the reconciler enqueues it when Redis
-    is back."""
-    conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
-    job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner, history)
-    db.session.commit()
+    stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest). If Redis is down the job
+    is still accepted: the reconciler enqueues it when Redis is back."""
+    try:
+        conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
+        job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner, history)
+        job.idempotency_key, job.request_digest = idempotency or (None, None)
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        if idempotency:
+            raise AlreadySubmitted() from None
+        raise
     enqueue(job)
     return job
 

@@ -124,7 +124,8 @@ def _turn_key(message: Message) -> int | str:
 
 class Job(db.Model):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_model_status", "model", "status"),)
+    __table_args__ = (Index("ix_jobs_model_status", "model", "status"),
+                      UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_key_idempotency"))
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
     user_input: Mapped[str] = mapped_column(Text)
@@ -151,6 +152,9 @@ class Job(db.Model):
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
     first_token_ms: Mapped[int | None]
+    # A client's Idempotency-Key and a digest of the request it came with: a repeat within 24 h gets this job.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_digest: Mapped[str | None] = mapped_column(String(64))
     # Loaded with the job: every answer names the conversation by its session id.
     conversation: Mapped[Conversation] = relationship(lazy="joined")
 

@@ -1,7 +1,10 @@
 """What every face (the API, the chat form) checks before a prompt becomes a job, in one place. A refusal is a
 `Refused` with a machine code; each blueprint turns it into its own answer (JSON error, message on the form)."""
 
+import hashlib
+import json
 import re
+from datetime import timedelta
 from typing import Any
 
 from flask import request
@@ -9,12 +12,14 @@ from sqlalchemy import func, select
 
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, fit_prompt
-from app.models import ApiKey, Job, JobStatus
+from app.models import ApiKey, Job, JobStatus, utcnow
 
 # Conversation ids travel in URLs and JSON: short, printable, no separators that need escaping.
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_INPUT_CHARS = 1_000_000
 MAX_SYSTEM_PROMPT_CHARS = 100_000
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, as in the IETF draft's examples
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 class Refused(Exception):
@@ -74,3 +79,31 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
     except ModelLoadError as exc:
         raise Refused("model_unavailable", str(exc), status=503) from None
     return model, system_prompt or None
+
+
+def idempotency(body: Any) -> tuple[str, str] | None:
+    """The request's Idempotency-Key header and a digest of its body, or None without the header."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Refused("invalid_request", "Idempotency-Key must be 1 to 200 printable ASCII characters")
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True).encode()
+    return key, hashlib.sha256(canonical).hexdigest()
+
+
+def replayed(api_key: ApiKey, idempotency: tuple[str, str]) -> Job | None:
+    """The job an earlier request with this key's Idempotency-Key made within 24 h; the same key with a different
+    request is refused. After 24 h the key is free again."""
+    key, digest = idempotency
+    job = db.session.scalar(select(Job).where(Job.api_key_id == api_key.id, Job.idempotency_key == key))
+    if job is None:
+        return None
+    if job.created_at < utcnow() - IDEMPOTENCY_WINDOW:
+        job.idempotency_key = None
+        db.session.commit()
+        return None
+    if job.request_digest != digest:
+        raise Refused("idempotency_key_reused", f"Idempotency-Key '{key}' was used for a different request "
+                                                f"(job {job.id}) in the last 24 hours", status=409)
+    return job

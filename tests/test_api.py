@@ -188,3 +188,28 @@ def test_a_key_over_its_rate_limit_gets_429(client, api_headers, app, runner):
     assert 0 < int(answer.headers["Retry-After"]) <= 60
     other = runner.invoke(args=["keys", "create", "other", "--user", "owner"]).stdout.strip().splitlines()[-1]
     assert client.get("/chat/api/models", headers={"X-API-Key": other}).status_code == 200  # per key
+
+
+def test_a_repeated_idempotency_key_returns_the_same_job_and_a_different_body_is_409(client, api_headers):
+    headers = {**api_headers, "Idempotency-Key": "order-42"}
+    first = submit(client, headers, user_input="Summarise order 42.")
+    again = submit(client, headers, user_input="Summarise order 42.")
+    assert (first.status_code, again.status_code) == (202, 200) and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json["job_id"] == first.json["job_id"]
+    other = submit(client, headers, user_input="Summarise order 43.")
+    assert other.status_code == 409 and other.json["error"]["code"] == "idempotency_key_reused"
+    assert submit(client, {**api_headers, "Idempotency-Key": "order-43"}, user_input="Summarise order 43.").status_code == 202
+    assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 2
+    assert submit(client, {**api_headers, "Idempotency-Key": "bad key"}, user_input="x").status_code == 400
+
+
+def test_an_idempotency_key_is_free_again_after_24_hours(client, api_headers):
+    from datetime import timedelta
+
+    from app.models import utcnow
+
+    headers = {**api_headers, "Idempotency-Key": "daily-report"}
+    first = submit(client, headers, user_input="Report.").json["job_id"]
+    db.session.execute(db.update(Job).values(created_at=utcnow() - timedelta(hours=25)))
+    db.session.commit()
+    assert submit(client, headers, user_input="Report.").json["job_id"] != first

@@ -92,3 +92,16 @@ def test_the_readme_example_runs_as_written(client, stack):
                             env={"LLAMALITH_KEY": stack.headers["Authorization"].split()[-1], "PATH": "/usr/bin"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_an_idempotent_chat_completion_is_one_job(client, stack):
+    hello = [{"role": "user", "content": "Say hello."}]
+    first = client.chat.completions.with_raw_response.create(model=MODEL, messages=hello, max_tokens=4,
+                                                             extra_headers={"Idempotency-Key": "greet-1"})
+    again = client.chat.completions.with_raw_response.create(model=MODEL, messages=hello, max_tokens=4,
+                                                             extra_headers={"Idempotency-Key": "greet-1"})
+    assert first.headers["X-Llamalith-Job-Id"] == again.headers["X-Llamalith-Job-Id"]
+    assert first.parse().choices[0].message.content == again.parse().choices[0].message.content
+    with pytest.raises(openai.ConflictError):
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Something else."}],
+                                       extra_headers={"Idempotency-Key": "greet-1"})

@@ -64,19 +64,33 @@ def get_job(job_id: int) -> Job:
 @bp.post("/submit")
 def submit():
     try:
-        body = parse(SubmitRequest, submissions.json_body())
+        data = submissions.json_body()
+        body = parse(SubmitRequest, data)
+        idempotency = submissions.idempotency(data)
+        if idempotency and (earlier := submissions.replayed(g.api_key, idempotency)):
+            return submitted(earlier, 200)
         priority = body.priority or Priority.BATCH.value
         if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
             raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
         overrides = body.overrides()
         model, system_prompt = submissions.check(body.model, body.system_prompt, body.user_input, overrides)
         submissions.check_queue_room(g.api_key)
+        job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt,
+                          overrides, priority=priority, api_key_id=g.api_key.id, idempotency=idempotency)
+    except jobs.AlreadySubmitted:
+        return submitted(submissions.replayed(g.api_key, idempotency), 200)
     except submissions.Refused as refused:
         headers = {"Retry-After": "30"} if refused.status == 429 else None
         raise APIError(refused.status, refused.code, refused.message, headers=headers) from None
-    job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt, overrides,
-                      priority=priority, api_key_id=g.api_key.id)
-    return {"job_id": job.id, **job_json(job)}, 202, {"Location": url_for("api.job", job_id=job.id)}
+    return submitted(job, 202)
+
+
+def submitted(job: Job, status: int):
+    """202 for a new job; 200 for the job an earlier request with the same Idempotency-Key made."""
+    headers = {"Location": url_for("api.job", job_id=job.id)}
+    if status == 200:
+        headers["Idempotent-Replayed"] = "true"
+    return {"job_id": job.id, **job_json(job)}, status, headers
 
 
 @bp.get("/jobs/<int:job_id>")

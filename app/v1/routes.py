@@ -45,24 +45,13 @@ def get_model(model_id: str):
 
 @bp.post("/chat/completions")
 def chat_completions():
-    try:
-        body = parse_chat_request(submissions.json_body())
-        if body.model not in current().settings.offered_models:
-            raise APIError(404, "model_not_found", f"the model '{body.model}' does not exist", param="model")
-        system_prompt, history, user_input = split_messages(body.messages)
-        overrides = body.generation_overrides()
-        model, system_prompt = submissions.check(body.model, system_prompt, user_input, overrides)
-        submissions.check_queue_room(g.api_key)
-    except submissions.Refused as refused:
-        raise APIError(refused.status, refused.code, refused.message) from None
     give_back = take_reader_slot()
     try:
-        priority = Priority.INTERACTIVE.value if g.api_key.interactive else Priority.BATCH.value
-        job = jobs.submit(g.api_key.user_id, conversation_name(body), user_input, model, system_prompt, overrides,
-                          priority=priority, api_key_id=g.api_key.id, history=history)
-    except Exception:
+        body, job = submit()
+    except BaseException:
         give_back()
         raise
+    model, overrides = job.model, body.generation_overrides()
     headers = {"X-Llamalith-Job-Id": str(job.id)}
     if body.stream:
         chunks = stream_with_context(completion_chunks(job.id, model, body))
@@ -75,6 +64,30 @@ def chat_completions():
     finally:
         give_back()
     return completion(finished, model, overrides), 200, headers
+
+
+def submit() -> tuple[ChatCompletionRequest, Job]:
+    """The request and its job: a new one, or the one an earlier request with the same Idempotency-Key made."""
+    try:
+        data = submissions.json_body()
+        body = parse_chat_request(data)
+        idempotency = submissions.idempotency(data)
+        if idempotency and (earlier := submissions.replayed(g.api_key, idempotency)):
+            return body, earlier
+        if body.model not in current().settings.offered_models:
+            raise APIError(404, "model_not_found", f"the model '{body.model}' does not exist", param="model")
+        system_prompt, history, user_input = split_messages(body.messages)
+        overrides = body.generation_overrides()
+        model, system_prompt = submissions.check(body.model, system_prompt, user_input, overrides)
+        submissions.check_queue_room(g.api_key)
+        priority = Priority.INTERACTIVE.value if g.api_key.interactive else Priority.BATCH.value
+        return body, jobs.submit(g.api_key.user_id, conversation_name(body), user_input, model, system_prompt,
+                                 overrides, priority=priority, api_key_id=g.api_key.id, history=history,
+                                 idempotency=idempotency)
+    except jobs.AlreadySubmitted:
+        return body, submissions.replayed(g.api_key, idempotency)
+    except submissions.Refused as refused:
+        raise APIError(refused.status, refused.code, refused.message) from None
 
 
 def split_messages(messages: list[ChatMessage]) -> tuple[str | None, list[list[str | None]], str]:
