@@ -6,6 +6,7 @@ A bad setting must stop the process with one line naming it, so every error rais
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class Settings(Strict):
     sse_max_streams: int = Field(24, ge=1)  # open event streams per web process, at most web_threads - 4
     sse_max_streams_per_key: int = Field(8, ge=1)
     api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute (a key's own --rate-limit wins); 0: unlimited
+    cors_origins: list[str] = Field(default_factory=list)  # exact origins that may call /api and /v1 from a browser
     api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
     max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
 
@@ -62,6 +64,15 @@ class Settings(Strict):
             raise ValueError(f"sse_max_streams ({self.sse_max_streams}) must leave at least 4 of the "
                              f"{self.web_threads} web threads for other requests")
         return self
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"'{origin}' is not an exact origin like 'https://app.example.com' (no wildcards, "
+                                 "no path)")
+        return origins
 
     @field_validator("base_path")
     @classmethod
@@ -141,6 +152,7 @@ ENVIRONMENT = {
     "SSE_MAX_STREAMS_PER_KEY": "sse_max_streams_per_key",
     "API_RATE_LIMIT": "api_rate_limit",
     "API_AUTH_FAILURES": "api_auth_failures",
+    "CORS_ORIGINS": "cors_origins",
     "MAX_QUEUED_PER_KEY": "max_queued_per_key",
 }
 
@@ -194,7 +206,7 @@ def _merge_environment(environ: dict, values: dict, origin: dict) -> None:
         if environ.get(name, "") == "":
             continue
         value: Any = environ[name]
-        if dotted == "llm_models":
+        if dotted in ("llm_models", "cors_origins"):
             value = [key.strip() for key in value.split(",") if key.strip()]
         _set(values, dotted, value)
         origin[dotted] = f"environment variable {name}"

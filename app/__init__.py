@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from app import security
+from app import cors, security
 from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
 from app.limits import storage_uri
 from app.llm import ModelCache
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Llamalith:
         # so login throttling counts per real client. Only safe when the proxy sets them.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     security.init_app(app)
+    cors.init_app(app)
     register_extensions(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)

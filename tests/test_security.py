@@ -12,7 +12,7 @@ from app.keys import create_key
 from app.extensions import db
 from app.models import ApiKey, Conversation, Job, User
 from app.security import CONTENT_SECURITY_POLICY
-from config import load_settings
+from config import ConfigError, load_settings
 
 
 @pytest.mark.parametrize("path", ["/chat/login", "/chat/conversations", "/chat/healthz", "/chat/api/models",
@@ -84,3 +84,35 @@ def test_the_migration_gives_existing_keys_and_conversations_to_the_first_admin(
     conversation = db.session.get(Conversation, "story-123")
     assert (conversation.user_id, conversation.session_id) == (admin.id, "story-123")
     assert db.session.scalar(sa.select(Job.user_id)) == admin.id
+
+
+def test_cors_lets_in_only_the_configured_origins(environ, owner):
+    from app.keys import create_key
+
+    app = create_app(load_settings({**environ, "CORS_ORIGINS": "https://tools.example.com"}))
+    client = app.test_client()
+    with app.app_context():
+        key = create_key("browser", owner.id)
+    preflight = client.options("/chat/api/submit", headers={
+        "Origin": "https://tools.example.com", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Origin"] == "https://tools.example.com"
+    assert "Authorization" in preflight.headers["Access-Control-Allow-Headers"]
+    real = client.get("/chat/v1/models", headers={"Origin": "https://tools.example.com", "Authorization": f"Bearer {key}"})
+    assert real.status_code == 200 and real.headers["Access-Control-Allow-Origin"] == "https://tools.example.com"
+    for origin in ("https://evil.example.com", "null"):
+        other = client.options("/chat/api/submit", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+        assert "Access-Control-Allow-Origin" not in client.get("/chat/api/models", headers={
+            "Origin": origin, "Authorization": f"Bearer {key}"}).headers
+    assert "Access-Control-Allow-Origin" not in client.get("/chat/login", headers={
+        "Origin": "https://tools.example.com"}).headers  # pages are not shared
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_cors_is_off_by_default_and_wildcards_are_refused(client, environ):
+    assert "Access-Control-Allow-Origin" not in client.options("/chat/api/submit", headers={
+        "Origin": "https://tools.example.com", "Access-Control-Request-Method": "POST"}).headers
+    with pytest.raises(ConfigError, match="CORS_ORIGINS"):
+        load_settings({**environ, "CORS_ORIGINS": "*"})
