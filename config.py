@@ -54,6 +54,8 @@ class Settings(Strict):
     sse_max_streams: int = Field(24, ge=1)  # open event streams per web process, at most web_threads - 4
     sse_max_streams_per_key: int = Field(8, ge=1)
     api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute (a key's own --rate-limit wins); 0: unlimited
+    callback_allowed_hosts: list[str] = Field(default_factory=list)  # host or host:port webhooks may be sent to
+    callback_max_attempts: int = Field(8, ge=1, le=20)  # delivery attempts before a webhook counts as failed
     cors_origins: list[str] = Field(default_factory=list)  # exact origins that may call /api and /v1 from a browser
     api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
     max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
@@ -153,6 +155,8 @@ ENVIRONMENT = {
     "API_RATE_LIMIT": "api_rate_limit",
     "API_AUTH_FAILURES": "api_auth_failures",
     "CORS_ORIGINS": "cors_origins",
+    "CALLBACK_ALLOWED_HOSTS": "callback_allowed_hosts",
+    "CALLBACK_MAX_ATTEMPTS": "callback_max_attempts",
     "MAX_QUEUED_PER_KEY": "max_queued_per_key",
 }
 
@@ -206,7 +210,7 @@ def _merge_environment(environ: dict, values: dict, origin: dict) -> None:
         if environ.get(name, "") == "":
             continue
         value: Any = environ[name]
-        if dotted in ("llm_models", "cors_origins"):
+        if dotted in ("llm_models", "cors_origins", "callback_allowed_hosts"):
             value = [key.strip() for key in value.split(",") if key.strip()]
         _set(values, dotted, value)
         origin[dotted] = f"environment variable {name}"

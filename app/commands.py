@@ -18,7 +18,8 @@ def keys() -> None:
     pass
 
 
-@keys.command("create", help="Create a key and print it (shown only once) on the last line.")
+@keys.command("create", help="Create a key and print it (shown only once) on the last line, after its webhook "
+                              "secret.")
 @click.argument("name")
 @click.option("--user", "user_name", help="The user the key acts as (default: the first admin).")
 @click.option("--interactive", is_flag=True, help="Allow this key to submit interactive-priority jobs.")
@@ -37,7 +38,10 @@ def create_key_command(name: str, user_name: str | None, interactive: bool, rate
                                        "'1000 per day'") from None
     user = _user(user_name) if user_name else _first_admin()
     key = create_key(name, user.id, interactive, rate_limit, max_queued)
-    click.echo(f"Created API key '{name}' for user '{user.name}'. Store it now; it cannot be shown again:", err=True)
+    secret = db.session.scalar(select(ApiKey.webhook_secret).where(ApiKey.name == name))
+    click.echo(f"Created API key '{name}' for user '{user.name}'. Store both now; they cannot be shown again:",
+               err=True)
+    click.echo(f"webhook_secret: {secret}")
     click.echo(key)
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from app import streams
+from app import streams, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns, utcnow
@@ -46,12 +46,13 @@ def queue_name(model: str, priority: str) -> str:
 
 
 def worker_queues(models: list[str], connection) -> list[Queue]:
-    """Interactive queues first: a worker always prefers them (aged batch jobs are moved there)."""
+    """Interactive queues first: a worker always prefers them (aged batch jobs are moved there); webhook deliveries
+    last."""
     return [
         Queue(queue_name(model, priority.value), connection=connection)
         for priority in (Priority.INTERACTIVE, Priority.BATCH)
         for model in models
-    ]
+    ] + [Queue(webhooks.QUEUE, connection=connection)]
 
 
 def rq_id(job_id: int) -> str:
@@ -98,15 +99,18 @@ class AlreadySubmitted(Exception):
 def submit(owner: int, session_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
            priority: str = Priority.BATCH.value, api_key_id: int | None = None,
            conversation_id: str | None = None, history: list[list[str | None]] | None = None,
-           idempotency: tuple[str, str] | None = None) -> Job:
+           idempotency: tuple[str, str] | None = None, callback_url: str | None = None) -> Job:
     """Commit the job and its user message in the owner's conversation `session_id` (made if new, with the internal
     id `conversation_id` if given), then enqueue. `history` ([user, assistant] pairs) replaces the conversation's
-    stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest). If Redis is down the job
-    is still accepted: the reconciler enqueues it when Redis is back."""
+    stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest); `callback_url` gets the
+    job's JSON when it ends (app/webhooks.py). If Redis is down the job is still accepted: the reconciler enqueues
+    it when Redis is back."""
     try:
         conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
         job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner, history)
         job.idempotency_key, job.request_digest = idempotency or (None, None)
+        if callback_url:
+            job.callback_url, job.callback_status = callback_url, webhooks.PENDING
         db.session.commit()
     except IntegrityError:
         db.session.rollback()
@@ -287,6 +291,8 @@ def _finish(job: Job, attempt: int, status: JobStatus, text: str, code: str | No
     if not _transition(*_owned(job.id, attempt), also=store_answer, status=status.value, result=text, error=message,
                        error_code=code, processed_at=utcnow(), **usage):
         log.warning("job %s attempt %s finished after losing ownership; outcome discarded", job.id, attempt)
+    elif job.callback_url:
+        webhooks.enqueue(db.session.get(Job, job.id))
 
 
 def _enqueue_next_turn(job: Job) -> None:
@@ -319,6 +325,8 @@ def cancel(job: Job, wait_seconds: float = 3.0) -> Job:
         _forget_queued(job)
         streams.TokenWriter(current().redis, job.id, 1).finish(JobStatus.CANCELLED.value)
         _enqueue_next_turn(job)
+        if job.callback_url:
+            webhooks.enqueue(db.session.get(Job, job.id))
     else:
         try:
             streams.request_cancel(current().redis, job.id)
@@ -369,8 +377,11 @@ def reconcile() -> dict[str, int]:
     ).all()
     for job, rank in waiting:
         priority = Priority.INTERACTIVE.value if rank == 0 else Priority.BATCH.value
-        if not _pending_in(job, queue_name(job.model, priority)):
+        if not _pending_in(rq_id(job.id), queue_name(job.model, priority)):
             counts["enqueued"] += enqueue(job, priority)
+    for job in webhooks.due():  # also the ends the worker did not see: expiry, a lost worker's last attempt
+        if not _pending_in(webhooks.rq_id(job), webhooks.QUEUE):
+            webhooks.enqueue(job)
     return counts
 
 
@@ -391,9 +402,9 @@ def _resolve_lost_jobs() -> int:
     return len(lost)
 
 
-def _pending_in(job: Job, queue: str) -> bool:
+def _pending_in(rq_job_id: str, queue: str) -> bool:
     try:
-        rq_job = RQJob.fetch(rq_id(job.id), connection=current().redis)
+        rq_job = RQJob.fetch(rq_job_id, connection=current().redis)
     except Exception:  # NoSuchJobError, or a hash left half-written by a wipe
         return False
     return rq_job.get_status(refresh=False) in WAITING_IN_REDIS and rq_job.origin == queue
@@ -448,6 +459,48 @@ def _eta_per_position(model: str) -> float | None:
         return None
     mean = sum((done - start).total_seconds() for start, done in recent) / len(recent)
     return mean / max(live_workers(model), 1)
+
+
+def job_json(job: Job, known: Progress | None = None) -> dict:
+    """The job as the JSON API and webhooks show it; `known` comes from `progress` when many are shown at once."""
+    seen = known or progress([job])[job.id]
+    finished = job.finished
+    return {
+        "id": job.id,
+        "conversation_id": job.conversation.session_id,
+        "user_input": job.user_input,
+        "model": job.model,
+        "system_prompt": job.system_prompt,
+        "params": job.params,
+        "status": job.status,
+        "result": seen.partial if job.status == JobStatus.PROCESSING.value else job.result,
+        "error": {"code": job.error_code, "message": job.error} if job.error_code else None,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "queue_position": seen.position,
+        "eta_seconds": seen.eta_seconds,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "processed_at": _iso(job.processed_at),
+        "usage": {
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": job.completion_tokens,
+            "first_token_ms": job.first_token_ms,
+            "duration_ms": _millis(job.processed_at - job.started_at) if finished and job.started_at else None,
+        },
+        "callback": None if not job.callback_url else {
+            "url": job.callback_url, "status": job.callback_status, "attempts": job.callback_attempts,
+            "last_status": job.callback_last_status, "last_error": job.callback_error,
+        },
+    }
+
+
+def _iso(moment) -> str | None:
+    return moment.isoformat(timespec="milliseconds") + "Z" if moment else None
+
+
+def _millis(delta) -> int:
+    return int(delta.total_seconds() * 1000)
 
 
 def live_workers(model: str) -> int:

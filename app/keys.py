@@ -30,9 +30,10 @@ def digest(key: str) -> str:
 
 def create_key(name: str, user_id: int, interactive: bool = False, rate_limit: str | None = None,
                max_queued: int | None = None) -> str:
+    """A new key (returned, to show once); its webhook secret is on its row."""
     key = PREFIX + secrets.token_urlsafe(32)
     db.session.add(ApiKey(name=name, key_hash=digest(key), prefix=key[:8], user_id=user_id, interactive=interactive,
-                          rate_limit=rate_limit, max_queued=max_queued))
+                          rate_limit=rate_limit, max_queued=max_queued, webhook_secret=secrets.token_hex(32)))
     db.session.commit()
     return key
 

@@ -71,6 +71,9 @@ class ApiKey(db.Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     rate_limit: Mapped[str | None] = mapped_column(String(100))  # e.g. "60/minute"; None: API_RATE_LIMIT
     max_queued: Mapped[int | None]  # jobs this key may have waiting; None: MAX_QUEUED_PER_KEY
+    # Signs the webhooks of this key's jobs (HMAC-SHA256); shown once when the key is made. None for keys made
+    # before webhooks existed: they cannot ask for callbacks.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     user: Mapped[User] = relationship(lazy="joined")
@@ -155,6 +158,13 @@ class Job(db.Model):
     # A client's Idempotency-Key and a digest of the request it came with: a repeat within 24 h gets this job.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))
+    # Where the job's JSON is POSTed when it ends, and how that went: pending (until delivered), delivered, failed.
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
+    callback_status: Mapped[str | None] = mapped_column(String(16))
+    callback_attempts: Mapped[int] = mapped_column(default=0)
+    callback_last_status: Mapped[int | None]  # the receiver's last HTTP status
+    callback_error: Mapped[str | None] = mapped_column(Text)
+    callback_next_at: Mapped[datetime | None]  # no delivery before this (back-off between attempts)
     # Loaded with the job: every answer names the conversation by its session id.
     conversation: Mapped[Conversation] = relationship(lazy="joined")
 

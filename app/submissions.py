@@ -10,6 +10,7 @@ from typing import Any
 from flask import request
 from sqlalchemy import func, select
 
+from app import webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, fit_prompt
 from app.models import ApiKey, Job, JobStatus, utcnow
@@ -107,3 +108,16 @@ def replayed(api_key: ApiKey, idempotency: tuple[str, str]) -> Job | None:
         raise Refused("idempotency_key_reused", f"Idempotency-Key '{key}' was used for a different request "
                                                 f"(job {job.id}) in the last 24 hours", status=409)
     return job
+
+
+def check_callback(api_key: ApiKey, url: str | None) -> None:
+    """A callback URL the server may call, for a key that can sign it."""
+    if url is None:
+        return
+    if api_key.webhook_secret is None:
+        raise Refused("callback_not_allowed", "this API key was made before webhooks existed and has no secret to "
+                                              "sign them; create a new key")
+    try:
+        webhooks.check_url(url)
+    except webhooks.CallbackRefused as exc:
+        raise Refused("callback_not_allowed", str(exc)) from None

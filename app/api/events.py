@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from flask import Response, g, request, stream_with_context
 
-from app import streams
+from app import jobs, streams
 from app.api import bp
-from app.api.routes import get_job, job_json
+from app.api.routes import get_job
 from app.errors import APIError
 from app.extensions import current, db
 from app.keys import presented_key, valid_key
@@ -99,6 +99,6 @@ def still_valid_key() -> bool:
 
 def _load(job_id: int) -> dict:
     try:
-        return job_json(db.session.get(Job, job_id))
+        return jobs.job_json(db.session.get(Job, job_id))
     finally:
         db.session.remove()

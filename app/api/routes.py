@@ -15,44 +15,6 @@ from app.models import Conversation, Job, JobStatus, Message, Priority
 WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
 
 
-def job_json(job: Job, progress: jobs.Progress | None = None) -> dict:
-    """The job as the API shows it; `progress` comes from `jobs.progress` when many jobs are shown at once."""
-    progress = progress or jobs.progress([job])[job.id]
-    finished = job.finished
-    return {
-        "id": job.id,
-        "conversation_id": job.conversation.session_id,
-        "user_input": job.user_input,
-        "model": job.model,
-        "system_prompt": job.system_prompt,
-        "params": job.params,
-        "status": job.status,
-        "result": progress.partial if job.status == JobStatus.PROCESSING.value else job.result,
-        "error": {"code": job.error_code, "message": job.error} if job.error_code else None,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "queue_position": progress.position,
-        "eta_seconds": progress.eta_seconds,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "processed_at": _iso(job.processed_at),
-        "usage": {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": job.completion_tokens,
-            "first_token_ms": job.first_token_ms,
-            "duration_ms": _millis(job.processed_at - job.started_at) if finished and job.started_at else None,
-        },
-    }
-
-
-def _iso(moment) -> str | None:
-    return moment.isoformat(timespec="milliseconds") + "Z" if moment else None
-
-
-def _millis(delta) -> int:
-    return int(delta.total_seconds() * 1000)
-
-
 def get_job(job_id: int) -> Job:
     """The key's user's job; another user's is as unknown as one that does not exist."""
     job = db.session.get(Job, job_id)
@@ -75,8 +37,10 @@ def submit():
         overrides = body.overrides()
         model, system_prompt = submissions.check(body.model, body.system_prompt, body.user_input, overrides)
         submissions.check_queue_room(g.api_key)
+        submissions.check_callback(g.api_key, body.callback_url)
         job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt,
-                          overrides, priority=priority, api_key_id=g.api_key.id, idempotency=idempotency)
+                          overrides, priority=priority, api_key_id=g.api_key.id, idempotency=idempotency,
+                          callback_url=body.callback_url)
     except jobs.AlreadySubmitted:
         return submitted(submissions.replayed(g.api_key, idempotency), 200)
     except submissions.Refused as refused:
@@ -90,12 +54,12 @@ def submitted(job: Job, status: int):
     headers = {"Location": url_for("api.job", job_id=job.id)}
     if status == 200:
         headers["Idempotent-Replayed"] = "true"
-    return {"job_id": job.id, **job_json(job)}, status, headers
+    return {"job_id": job.id, **jobs.job_json(job)}, status, headers
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    return job_json(get_job(job_id))
+    return jobs.job_json(get_job(job_id))
 
 
 @bp.get("/jobs")
@@ -112,13 +76,13 @@ def list_jobs():
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 1000")
     found = db.session.scalars(query.limit(int(limit))).all()
     progress = jobs.progress(found)
-    return {"jobs": [job_json(job, progress[job.id]) for job in found]}
+    return {"jobs": [jobs.job_json(job, progress[job.id]) for job in found]}
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel(job_id: int):
     try:
-        return job_json(jobs.cancel(get_job(job_id)))
+        return jobs.job_json(jobs.cancel(get_job(job_id)))
     except jobs.AlreadyFinished as exc:
         raise APIError(409, "job_finished", str(exc)) from None
     except jobs.QueueUnavailable as exc:

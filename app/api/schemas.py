@@ -21,6 +21,7 @@ class SubmitRequest(GenerationParams):
     system_prompt: str | None = Field(None, max_length=MAX_SYSTEM_PROMPT_CHARS,
                                       description="default: the model's; an empty string sends none")
     priority: Literal["interactive", "batch"] | None = None
+    callback_url: str | None = Field(None, max_length=2000, description="POSTed the job's JSON when it ends")
 
     @field_validator("user_input")
     @classmethod
