@@ -3,7 +3,6 @@
 import secrets
 import sys
 
-import bcrypt
 import click
 from limits import parse
 from sqlalchemy import select
@@ -132,8 +131,7 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _set_password(user: User, password: str) -> None:
-    user.password_hash = hash_password(password)
-    user.session_version = (user.session_version or 0) + 1  # sessions signed in with the old password end
+    user.set_password(password)
     db.session.add(user)
     db.session.commit()
 
@@ -151,6 +149,3 @@ def _first_admin() -> User:
         raise click.ClickException("no admin yet: 'make run' creates one, or use 'users create NAME --admin'")
     return admin
 
-
-def hash_password(password: str) -> str:
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()

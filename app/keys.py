@@ -1,7 +1,7 @@
 """API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
 nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
 `authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one); each turns a
-`KeyRefused` into its own error format."""
+`KeyRefused` into its own error format. `usage` is what the keys did, per day."""
 
 import hashlib
 import hmac
@@ -9,11 +9,11 @@ import secrets
 from datetime import timedelta
 
 from flask import request
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import limits
 from app.extensions import db
-from app.models import ApiKey, utcnow
+from app.models import ApiKey, Job, JobStatus, User, utcnow
 
 PREFIX = "llk_"
 
@@ -73,3 +73,26 @@ def authenticate() -> ApiKey:
         api_key.last_used_at = utcnow()
         db.session.commit()
     return api_key
+
+
+def visible_keys(user: User):
+    """The keys a user may see and revoke: their own; an admin, everyone's."""
+    query = select(ApiKey).order_by(ApiKey.name)
+    return query if user.is_admin else query.where(ApiKey.user_id == user.id)
+
+
+def usage(user: User, days: int) -> list[dict]:
+    """Ended jobs and their tokens per key and day (UTC) over the last `days` days, for the keys `user` may see;
+    newest day first."""
+    day = func.date(Job.processed_at)
+    keys = visible_keys(user).subquery()
+    rows = db.session.execute(
+        select(keys.c.name, day.label("day"), func.count(Job.id), func.coalesce(func.sum(Job.prompt_tokens), 0),
+               func.coalesce(func.sum(Job.completion_tokens), 0))
+        .join(keys, keys.c.id == Job.api_key_id)
+        .where(Job.status.in_([status.value for status in JobStatus if status.finished]),
+               Job.processed_at >= utcnow() - timedelta(days=days))
+        .group_by(keys.c.name, day).order_by(day.desc(), keys.c.name)
+    ).all()
+    return [{"key": name, "day": str(when), "jobs": jobs, "prompt_tokens": int(prompt),
+             "completion_tokens": int(completion)} for name, when, jobs, prompt, completion in rows]

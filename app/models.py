@@ -5,6 +5,8 @@ from datetime import datetime, timezone
 from itertools import groupby
 from typing import Any
 
+import bcrypt
+
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -58,6 +60,11 @@ class User(db.Model):
 
     def get_id(self) -> str:
         return f"{self.id}:{self.session_version}"
+
+    def set_password(self, password: str) -> None:
+        """Store its bcrypt hash; sessions signed in with the old password end."""
+        self.password_hash = bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+        self.session_version = (self.session_version or 0) + 1
 
 
 class ApiKey(db.Model):

@@ -213,3 +213,19 @@ def test_an_idempotency_key_is_free_again_after_24_hours(client, api_headers):
     db.session.execute(db.update(Job).values(created_at=utcnow() - timedelta(hours=25)))
     db.session.commit()
     assert submit(client, headers, user_input="Report.").json["job_id"] != first
+
+
+def test_usage_counts_ended_jobs_and_their_tokens_per_key_and_day(client, api_headers, work, owner, runner):
+    for n in range(2):
+        submit(client, api_headers, user_input=f"Say {n}.", max_tokens=4)
+    work()
+    usage = client.get("/chat/api/usage", headers=api_headers).json
+    jobs = db.session.scalars(db.select(Job)).all()
+    assert usage["days"] == 30 and usage["usage"] == [{
+        "key": "test", "day": jobs[0].processed_at.date().isoformat(), "jobs": 2,
+        "prompt_tokens": sum(job.prompt_tokens for job in jobs),
+        "completion_tokens": sum(job.completion_tokens for job in jobs)}]
+    runner.invoke(args=["users", "create", "stranger", "--password-stdin"], input="a long password\n")
+    stranger = runner.invoke(args=["keys", "create", "theirs", "--user", "stranger"]).stdout.strip().splitlines()[-1]
+    assert client.get("/chat/api/usage", headers={"X-API-Key": stranger}).json["usage"] == []
+    assert client.get("/chat/api/usage?days=0", headers=api_headers).status_code == 400

@@ -5,7 +5,7 @@ import re
 from flask import g, request, url_for
 from sqlalchemy import select
 
-from app import jobs, submissions
+from app import jobs, keys, submissions
 from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
@@ -101,6 +101,14 @@ def status(session_id: str):
         .order_by(Message.job_id.desc(), Message.id.desc()).limit(1)
     )
     return {"conversation_id": session_id, "response": last}
+
+
+@bp.get("/usage")
+def usage():
+    days = request.args.get("days", "30")
+    if not WHOLE_NUMBER.fullmatch(days) or not 1 <= int(days) <= 366:
+        raise APIError(400, "invalid_request", "days must be a whole number from 1 to 366")
+    return {"days": int(days), "usage": keys.usage(g.api_key.user, int(days))}
 
 
 @bp.get("/models")

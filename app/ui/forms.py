@@ -5,8 +5,8 @@ from typing import Any
 from annotated_types import Ge, Gt, Le
 from flask_wtf import FlaskForm
 from pydantic import ValidationError as ParamsError
-from wtforms import FloatField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from app.extensions import current
 from app.llm import GenerationParams
@@ -91,3 +91,20 @@ def _model_label(key: str, description: str) -> str:
 
 class RenameForm(FlaskForm):
     title = StringField("Title", validators=[DataRequired("A title cannot be empty."), Length(max=200)])
+
+
+class KeyForm(FlaskForm):
+    """With prefix "key" on the keys page, beside the user form."""
+
+    name = StringField("Key name", validators=[DataRequired("Give the key a name."), Length(max=80),
+                                           Regexp(r"^[A-Za-z0-9._-]+$", message="Letters, digits and . _ - only.")])
+
+
+class UserForm(FlaskForm):
+    """With prefix "user" on the keys page, beside the key form."""
+
+    name = StringField("User name", validators=[DataRequired(), Length(max=80)])
+    password = PasswordField("Password", validators=[
+        DataRequired(), Length(min=8, message="At least 8 characters."),
+        Length(max=72, message="At most 72 characters (bcrypt ignores the rest).")])
+    is_admin = BooleanField("Admin")

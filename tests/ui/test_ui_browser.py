@@ -5,12 +5,12 @@ import re
 import sqlite3
 from pathlib import Path
 
+import requests
 from playwright.sync_api import expect
 
-from tests.factories import NAME, PASSWORD
+from tests.factories import ATTACKS, NAME, PASSWORD
 
 from .browser import send
-from tests.factories import ATTACKS
 
 
 ANSWER_TIMEOUT = 180_000  # ms; the model shares the CPU with everything else in CI
@@ -185,3 +185,18 @@ def test_a_code_block_is_highlighted_and_its_copy_button_copies_the_code(signed_
     expect(code.locator("span.nb")).to_have_text("print")  # highlighted by the server
     code.get_by_role("button", name="Copy").click()
     assert page.evaluate("navigator.clipboard.readText()") == "print('hi')  # <b>\n"
+
+
+def test_a_key_is_created_shown_once_and_revoked_in_the_browser(signed_in_page, web):
+    page = signed_in_page
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_label("Key name").fill("from-the-browser")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").inner_text()
+    assert key.startswith("llk_") and len(page.locator("#new-secret").inner_text()) == 64
+    assert requests.get(web.url + "/api/models", headers={"Authorization": f"Bearer {key}"}, timeout=10).ok
+    page.reload()
+    expect(page.locator("#new-key")).to_have_count(0)  # shown once
+    page.locator("tr", has_text="from-the-browser").get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("status")).to_contain_text("Revoked the key “from-the-browser”.")
+    assert requests.get(web.url + "/api/models", headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 401
