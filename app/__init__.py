@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from app import cors, security
+from app import cors, openapi, security
 from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
 from app.limits import storage_uri
 from app.llm import ModelCache
@@ -103,8 +103,10 @@ class DatabaseId(IntegerConverter):
 
 def register_blueprints(app: Llamalith) -> None:
     from app.api import bp as api_bp
+    from app.api import openapi as api_openapi
     from app.ui import bp as ui_bp
     from app.v1 import bp as v1_bp
+    from app.v1 import openapi as v1_openapi
 
     app.url_map.converters["int"] = DatabaseId
     prefix = app.settings.base_path
@@ -114,6 +116,9 @@ def register_blueprints(app: Llamalith) -> None:
     app.register_blueprint(v1_bp, url_prefix=prefix + "/v1")
     app.register_blueprint(ui_bp, url_prefix=prefix or None)
     app.add_url_rule(prefix + "/healthz", "healthz", lambda: {"status": "ok"})
+    # Outside both blueprints, since it describes both (and needs no key).
+    spec = openapi.document(prefix, api_openapi.part("/api"), v1_openapi.part("/v1"))
+    app.add_url_rule(prefix + "/api/openapi.json", "openapi", lambda: spec)
 
 
 def register_errorhandlers(app: Llamalith) -> None:

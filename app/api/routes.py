@@ -89,18 +89,19 @@ def cancel(job_id: int):
         raise APIError(503, "queue_unavailable", str(exc), headers={"Retry-After": "5"}) from None
 
 
-@bp.get("/status/<session_id>")
-def status(session_id: str):
+@bp.get("/status/<conversation_id>")
+def status(conversation_id: str):
+    """`conversation_id` is the owner's name for it, the `session_id` it was submitted with."""
     conversation = db.session.scalar(select(Conversation).where(Conversation.user_id == g.api_key.user_id,
-                                                                Conversation.session_id == session_id))
+                                                                Conversation.session_id == conversation_id))
     if conversation is None:
-        raise APIError(404, "not_found", f"no conversation with id '{session_id}'")
+        raise APIError(404, "not_found", f"no conversation with id '{conversation_id}'")
     last = db.session.scalar(
         select(Message.content)
         .where(Message.conversation_id == conversation.id, Message.role == "assistant")
         .order_by(Message.job_id.desc(), Message.id.desc()).limit(1)
     )
-    return {"conversation_id": session_id, "response": last}
+    return {"conversation_id": conversation_id, "response": last}
 
 
 @bp.get("/usage")
