@@ -99,3 +99,22 @@ def test_a_name_that_turns_internal_after_submit_is_refused_at_delivery(app, mon
     monkeypatch.setattr(socket, "getaddrinfo", lambda host, port: [(2, 1, 6, "", ("169.254.169.254", port))])
     with pytest.raises(webhooks.CallbackRefused, match="internal address"):
         webhooks.check_url("https://hooks.example.com/in")
+
+
+def test_the_readme_webhook_example_runs_as_written(stack, receiver):
+    import re
+    import subprocess
+
+    from config import ROOT
+
+    port = receiver.server_address[1]
+    stack.env.update(CALLBACK_ALLOWED_HOSTS=f"127.0.0.1:{port}", RECONCILE_INTERVAL="1")
+    stack.start_web()
+    stack.start_worker()
+    script = re.search(r"```bash\n(curl -s -X POST [^`]*callback_url[^`]*)```", (ROOT / "README.md").read_text()).group(1)
+    script = script.replace("http://127.0.0.1:8000/chat", stack.url).replace("127.0.0.1:9000", f"127.0.0.1:{port}")
+    key = stack.headers["Authorization"].split()[-1]
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={"KEY": key, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0 and json.loads(result.stdout)["status"] == "queued", result.stderr
+    wait_for(lambda: any(status == 200 for _, _, status in receiver.calls), timeout=120)  # a 500 first, then this
