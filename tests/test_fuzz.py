@@ -84,7 +84,7 @@ def rule_of(app, path: str):
 EXAMPLES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("path", all_routes("/chat/api"))
+@pytest.mark.parametrize("path", all_routes("/chat/api") + all_routes("/chat/v1"))
 @EXAMPLES
 @given(choice=requests)
 def test_no_api_input_is_a_500(client, api_headers, anything, app, path, choice):
