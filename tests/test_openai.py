@@ -46,6 +46,8 @@ def test_streaming_gives_the_same_text_token_by_token_and_the_usage(client, stac
     assert len(pieces) > 1 and "".join(pieces) == whole.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] in ("stop", "length")
+    listed = stack.get("/api/jobs")["jobs"]  # both calls are jobs like any other
+    assert [job["status"] for job in listed] == ["done", "done"] and listed[0]["result"] == "".join(pieces)
 
 
 def test_earlier_turns_sent_along_are_the_prompts_history(client, stack):
