@@ -8,10 +8,11 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from flask import request
+from flask import g, request
 from sqlalchemy import func, select
 
 from app import limits
+from app.errors import APIError
 from app.extensions import db
 from app.models import ApiKey, Job, JobStatus, User, utcnow
 
@@ -54,6 +55,17 @@ def valid_key(key: str | None) -> ApiKey | None:
     if api_key is None or not hmac.compare_digest(api_key.key_hash, wanted) or api_key.user.disabled:
         return None
     return api_key
+
+
+def require_key(unauthorized_code: str = "unauthorized") -> None:
+    """The before-request check of every API face: `g.api_key`, or a 401/429 in the face's error format
+    (`unauthorized_code` is the code of a 401: OpenAI's clients expect "invalid_api_key")."""
+    try:
+        g.api_key = authenticate()
+    except KeyRefused as refused:
+        headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
+        code = unauthorized_code if refused.status == 401 else refused.code
+        raise APIError(refused.status, code, refused.message, headers=headers) from None
 
 
 def authenticate() -> ApiKey:

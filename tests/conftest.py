@@ -115,6 +115,21 @@ def model_cache() -> ModelCache:
 
 
 @pytest.fixture
+def prompts_seen(model_cache) -> list[str]:
+    """Every prompt the default model is given during the test, as text (the real model still answers)."""
+    model = model_cache.get(DEFAULT_MODEL_KEY)
+    real_generate, prompts = model.generate, []
+
+    def spy(tokens, params, stop):
+        prompts.append(model.llm.detokenize(tokens, special=True).decode())
+        return real_generate(tokens, params, stop)
+
+    model.generate = spy
+    yield prompts
+    del model.generate
+
+
+@pytest.fixture
 def work(app, model_cache):
     """Run every queued job with an in-process worker (rq burst mode) and the real model."""
     import worker

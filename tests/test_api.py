@@ -28,28 +28,15 @@ def test_submit_poll_status_and_list(client, api_headers, work):
     assert [j["id"] for j in listed] == [job_id]
 
 
-def test_second_turn_sees_the_first_in_its_prompt(client, api_headers, work, model_cache):
-    seen = []
-    model = model_cache.get(MODEL)
-    real_generate = model.generate
-
-    def spy(tokens, params, stop):  # records the prompt, then runs the real model
-        seen.append(model.llm.detokenize(tokens, special=True).decode())
-        return real_generate(tokens, params, stop)
-
-    model.generate = spy
-    try:
-        submit(client, api_headers, user_input="My name is Zorblax.", session_id="story-7",
-               system_prompt="You are a pirate.")
-        work()
-        submit(client, api_headers, user_input="What is my name?", session_id="story-7")
-        work()
-    finally:
-        del model.generate
+def test_second_turn_sees_the_first_in_its_prompt(client, api_headers, work, prompts_seen):
+    submit(client, api_headers, user_input="My name is Zorblax.", session_id="story-7", system_prompt="You are a pirate.")
+    work()
+    submit(client, api_headers, user_input="What is my name?", session_id="story-7")
+    work()
     first_answer = db.session.scalar(db.select(Message.content).where(Message.role == "assistant"))
-    assert "You are a pirate." in seen[0] and "My name is Zorblax." in seen[0]
-    assert "My name is Zorblax." in seen[1] and first_answer in seen[1] and "What is my name?" in seen[1]
-    assert seen[1].index("Zorblax") < seen[1].index("What is my name?")
+    assert "You are a pirate." in prompts_seen[0] and "My name is Zorblax." in prompts_seen[0]
+    assert "My name is Zorblax." in prompts_seen[1] and first_answer in prompts_seen[1] and "What is my name?" in prompts_seen[1]
+    assert prompts_seen[1].index("Zorblax") < prompts_seen[1].index("What is my name?")
 
 
 def test_the_model_is_loaded_once_across_jobs(client, api_headers, work, model_cache):
@@ -144,24 +131,13 @@ def test_a_job_records_the_system_prompt_it_uses(client, api_headers, sent, reco
     assert job["system_prompt"] == recorded
 
 
-def test_the_default_model_answers_a_question_through_its_chat_template(client, api_headers, work, model_cache):
+def test_the_default_model_answers_a_question_through_its_chat_template(client, api_headers, work, prompts_seen):
     """What a newcomer asks first: SmolLM2 answers rather than echoing, and its prompt is ChatML from the GGUF."""
-    model = model_cache.get(MODEL)
-    real_generate, prompts = model.generate, []
-
-    def spy(tokens, params, stop):
-        prompts.append(model.llm.detokenize(tokens, special=True).decode())
-        return real_generate(tokens, params, stop)
-
-    model.generate = spy
-    try:
-        question = "What is the capital of France?"
-        job_id = submit(client, api_headers, user_input=question, max_tokens=24, temperature=0).json["job_id"]
-        work()
-    finally:
-        del model.generate
+    question = "What is the capital of France?"
+    job_id = submit(client, api_headers, user_input=question, max_tokens=24, temperature=0).json["job_id"]
+    work()
     answer = client.get(f"/chat/api/jobs/{job_id}", headers=api_headers).json["result"]
-    assert prompts == ["<|im_start|>system\nYou are a helpful assistant. Answer briefly and accurately.<|im_end|>\n"
+    assert prompts_seen == ["<|im_start|>system\nYou are a helpful assistant. Answer briefly and accurately.<|im_end|>\n"
                        f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"]
     assert "Paris" in answer and question not in answer
 

@@ -2,6 +2,9 @@
 
 from flask import Blueprint
 
-bp = Blueprint("api", __name__)
+from app.keys import require_key
 
-from app.api import auth, events, routes  # noqa: E402,F401  (modules register their routes on bp)
+bp = Blueprint("api", __name__)
+bp.before_request(require_key)
+
+from app.api import events, routes  # noqa: E402,F401  (modules register their routes on bp)
