@@ -24,7 +24,7 @@ export CMAKE_ARGS
 PROCESSES := web worker $(if $(REDIS_URL),,redis)
 WORKERS ?= 1
 
-.PHONY: setup run test bench screenshots clean
+.PHONY: setup run test bench screenshots clean test-n8n
 
 setup: $(VENV)/.installed $(MODELS) $(VENDOR)/htmx.min.js instance/secret_key
 	$(FLASK) db upgrade
@@ -72,3 +72,8 @@ screenshots: setup
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR)
+
+# The workflows in docs/n8n/ run by a real n8n against a real stack; not part of `make test` or CI. Installs n8n
+# from the npm registry into N8N_INSTALL_DIR (default /tmp/n8n-home) the first time: about 8 minutes.
+test-n8n: setup
+	$(BIN)/python tests/n8n/run.py

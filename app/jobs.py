@@ -432,7 +432,8 @@ def progress(jobs: Iterable[Job]) -> dict[int, Progress]:
     partials = streams.partial_texts(current().redis, running)
     found: dict[int, Progress] = {}
     for job in jobs:
-        position = positions.get(job.id)
+        # A queued job missing from the ranking was claimed since it was read: it is the one starting now.
+        position = positions.get(job.id, 1) if job.status == JobStatus.QUEUED.value else None
         per_position = etas.get(job.model)
         eta = round(per_position * position, 1) if position and per_position is not None else None
         found[job.id] = Progress(position, eta, partials.get(job.id))
