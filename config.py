@@ -44,6 +44,7 @@ class Settings(Strict):
     safety_margin: int = Field(64, ge=0)
     threads: int | None = Field(None, ge=1)  # llama.cpp threads for models without their own n_threads
     max_loaded_models: int = Field(2, ge=1)
+    kv_cache_mb: int = Field(256, ge=0)  # per worker: conversations' KV states kept between turns; 0 turns it off
     job_timeout: int = Field(600, ge=1)
     max_queue_wait: int = Field(24 * 3600, ge=1)
     max_attempts: int = Field(3, ge=1)
@@ -143,6 +144,7 @@ ENVIRONMENT = {
     "LLM_SAFETY_MARGIN": "safety_margin",
     "LLM_THREADS": "threads",
     "LLM_MAX_LOADED_MODELS": "max_loaded_models",
+    "KV_CACHE_MB": "kv_cache_mb",
     "JOB_TIMEOUT": "job_timeout",
     "MAX_QUEUE_WAIT": "max_queue_wait",
     "MAX_ATTEMPTS": "max_attempts",

@@ -48,7 +48,8 @@ class LlamalithWorker(SimpleWorker):
 def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: ModelCache | None = None) -> ModelCache:
     """Load the served models (up to the cache's capacity) before taking any job."""
     settings = app.settings
-    cache = cache or ModelCache(settings.models, capacity=settings.max_loaded_models, threads=settings.threads)
+    cache = cache or ModelCache(settings.models, capacity=settings.max_loaded_models, threads=settings.threads,
+                                state_bytes=settings.kv_cache_mb * 1024 * 1024)
     for key in models[: settings.max_loaded_models]:
         try:
             cache.get(key)

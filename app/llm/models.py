@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from app.llm.settings import GenerationParams, ModelSettings, model_variable
+from app.llm.state import StateCache, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class LoadedModel:
     llm: "Llama"  # noqa: F821  (llama_cpp is imported lazily: the web process never needs the weights)
     format_chat: Callable  # messages -> llama_cpp ChatFormatterResponse
     folds_system: bool  # the chat format drops system messages, so we fold them into the first user turn
+    states: StateCache | None = None  # the worker's per-conversation KV states (None: tokenizers, or turned off)
 
     def tokenize(self, messages: list[dict]) -> list[int]:
         response = self.format_chat(messages=messages)
@@ -35,7 +37,12 @@ class LoadedModel:
         return [stop] if isinstance(stop, str) else list(stop)
 
     def generate(self, tokens: list[int], params: GenerationParams, stop: list[str]) -> Iterator[str]:
-        """Yield the text of each new token."""
+        """Yield the text of each new token. The prompt is evaluated first from the longest kept state that
+        prefixes it, and its own state is kept for the conversation's next turn (whose prompt starts with it)."""
+        if self.states is not None:
+            self.states.restore(self.key, self.llm, tokens)
+            evaluate(self.llm, tokens)
+            self.states.save(self.key, self.llm)
         chunks = self.llm.create_completion(
             tokens,
             stream=True,
@@ -61,8 +68,9 @@ class ModelCache:
     """
 
     def __init__(self, models: dict[str, ModelSettings], capacity: int, vocab_only: bool = False,
-                 threads: int | None = None):
+                 threads: int | None = None, state_bytes: int = 0):
         self.models, self.capacity, self.vocab_only = models, capacity, vocab_only
+        self.states = StateCache(state_bytes) if state_bytes and not vocab_only else None
         self.threads = threads or os.cpu_count()
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self.loads = 0
@@ -76,6 +84,8 @@ class ModelCache:
             while len(self.loaded) >= self.capacity:
                 _, evicted = self.loaded.popitem(last=False)
                 evicted.llm.close()
+                if self.states is not None:
+                    self.states.forget(evicted.key)
                 log.info("unloaded model %s", evicted.key)
             self.loaded[key] = self._load(key)
             return self.loaded[key]
@@ -104,7 +114,8 @@ class ModelCache:
         what = "tokenizer" if self.vocab_only else "model"
         log.info("loaded %s %s from %s in %.2fs", what, key, settings.path, time.perf_counter() - started)
         format_chat = chat_formatter(key, settings.chat_format, llm)
-        return LoadedModel(key, settings, llm, format_chat, folds_system=settings.chat_format in DROPS_SYSTEM)
+        return LoadedModel(key, settings, llm, format_chat, folds_system=settings.chat_format in DROPS_SYSTEM,
+                           states=self.states)
 
 
 # Named llama-cpp-python chat formats that silently discard system messages.
