@@ -66,6 +66,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/multiturn.py
 
 screenshots: setup
 	$(BIN)/python tests/screenshots.py

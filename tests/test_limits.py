@@ -53,9 +53,10 @@ def test_streams_over_the_cap_get_429_and_the_server_keeps_answering(stack):
     finally:
         for response in opened:
             response.close()
-    # A closed stream gives its slot back within two keep-alives, when a write finds the client gone.
+    # A closed stream gives its slot back when a keep-alive write finds the client gone: usually the second one
+    # after the close, later on a loaded machine.
     wait_for(lambda: requests.get(url, headers=stack.headers, stream=True, timeout=10).status_code == 200,
-             timeout=2 * KEEPALIVE_SECONDS + 5)
+             timeout=6 * KEEPALIVE_SECONDS)
 
 
 def test_idle_sockets_do_not_stop_healthz_and_a_huge_body_is_refused_unread(stack):

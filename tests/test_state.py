@@ -45,7 +45,7 @@ def test_a_turns_prompt_starts_with_the_previous_turns_and_only_its_own_state_is
     second = model.tokenize(build_messages(SYSTEM, [Turn("Name a colour.", text)], "And another?", False))
     assert second[: len(first)] == first
     restored = model.states.restore(model.key, model.llm, second)
-    assert restored == len(first)  # its own first turn, not the other conversation's prompt
+    assert restored >= len(first)  # its own first turn (and its answer), not the other conversation's prompt
     assert list(model.llm.input_ids[:restored]) == second[:restored]
     assert second[: len(other)] != other
 

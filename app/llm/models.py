@@ -38,11 +38,20 @@ class LoadedModel:
 
     def generate(self, tokens: list[int], params: GenerationParams, stop: list[str]) -> Iterator[str]:
         """Yield the text of each new token. The prompt is evaluated first from the longest kept state that
-        prefixes it, and its own state is kept for the conversation's next turn (whose prompt starts with it)."""
+        prefixes it; its state is kept for the conversation's next turn (whose prompt starts with it), and so is
+        the state after the answer (the next prompt starts with that too when the answer's text tokenizes back to
+        the same ids)."""
         if self.states is not None:
             self.states.restore(self.key, self.llm, tokens)
             evaluate(self.llm, tokens)
             self.states.save(self.key, self.llm)
+        try:
+            yield from self._completion(tokens, params, stop)
+        finally:
+            if self.states is not None:
+                self.states.save(self.key, self.llm)
+
+    def _completion(self, tokens: list[int], params: GenerationParams, stop: list[str]) -> Iterator[str]:
         chunks = self.llm.create_completion(
             tokens,
             stream=True,

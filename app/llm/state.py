@@ -37,7 +37,7 @@ class StateCache:
         written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buffer, size, SEQUENCE)
         with self.lock:
             self._drop((model, tokens))
-            self.states[(model, tokens)] = bytes(buffer[:written])
+            self.states[(model, tokens)] = ctypes.string_at(buffer, written)  # one copy, not a list of ints
             self.size += written
             while self.size > self.capacity:
                 self._drop(next(iter(self.states)))
