@@ -1,11 +1,13 @@
 """API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
 nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
 `authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one); each turns a
-`KeyRefused` into its own error format. `usage` is what the keys did, per day."""
+`KeyRefused` into its own error format. `take_reader_slot` caps the requests a key has waiting on jobs. `usage`
+is what the keys did, per day."""
 
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import g, request
@@ -13,7 +15,7 @@ from sqlalchemy import func, select
 
 from app import limits
 from app.errors import APIError
-from app.extensions import db
+from app.extensions import current, db
 from app.models import ApiKey, Job, JobStatus, User, utcnow
 
 PREFIX = "llk_"
@@ -66,6 +68,17 @@ def require_key(unauthorized_code: str = "unauthorized") -> None:
         headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
         code = unauthorized_code if refused.status == 401 else refused.code
         raise APIError(refused.status, code, refused.message, headers=headers) from None
+
+
+def take_reader_slot(advice: str) -> Callable[[], None]:
+    """A reader slot for the request's key (an event stream, or a call waiting for its answer, holds a web thread),
+    and the call that gives it back; over the per-key or per-process cap, a 429 that ends with `advice`."""
+    settings = current().settings
+    give_back = current().readers.take(g.api_key.id, settings.sse_max_streams, settings.sse_max_streams_per_key)
+    if give_back is None:
+        raise APIError(429, "too_many_streams", f"too many requests waiting on jobs (for this key, or on this "
+                                                f"server); {advice}", headers={"Retry-After": "5"})
+    return give_back
 
 
 def authenticate() -> ApiKey:

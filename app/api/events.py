@@ -7,16 +7,15 @@ whole life, so it takes one of the app's reader slots (per key and per process),
 
 import json
 import re
-from collections.abc import Callable
 
-from flask import Response, g, request, stream_with_context
+from flask import Response, request, stream_with_context
 
 from app import jobs, streams
 from app.api import bp
 from app.api.routes import get_job
 from app.errors import APIError
 from app.extensions import current, db
-from app.keys import presented_key, valid_key
+from app.keys import presented_key, take_reader_slot, valid_key
 from app.models import Job
 
 # Proxies close quiet connections, and a client that left is only noticed when a write fails: both want a
@@ -40,21 +39,11 @@ def resume_point(value: str) -> str:
     return value
 
 
-def take_reader_slot() -> Callable[[], None]:
-    """One of the app's reader slots for the request's key (else 429), and the call that gives it back."""
-    settings = current().settings
-    give_back = current().readers.take(g.api_key.id, settings.sse_max_streams, settings.sse_max_streams_per_key)
-    if give_back is None:
-        raise APIError(429, "too_many_streams", "too many open event streams (for this key, or on this server); "
-                                                "close one, or poll GET /api/jobs/{id}", headers={"Retry-After": "5"})
-    return give_back
-
-
 @bp.get("/jobs/<int:job_id>/events")
 def job_events(job_id: int):
     get_job(job_id)
     after = resume_point(request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0-0")
-    give_back = take_reader_slot()
+    give_back = take_reader_slot("close a stream, or poll GET /api/jobs/{id}")
     db.session.remove()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     response = Response(stream_with_context(_events(job_id, after)), mimetype="text/event-stream", headers=headers)

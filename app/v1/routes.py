@@ -9,14 +9,14 @@ only groups calls for people to read: `X-Llamalith-Conversation: <id>` (or `user
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from flask import Response, g, request, stream_with_context
 
 from app import jobs, streams, submissions
 from app.errors import APIError
 from app.extensions import current, db
-from app.keys import presented_key, valid_key
+from app.keys import presented_key, take_reader_slot, valid_key
 from app.models import Job, JobStatus, Priority
 from app.v1 import bp
 from app.v1.schemas import ChatCompletionRequest, ChatMessage, parse_chat_request
@@ -45,7 +45,7 @@ def get_model(model_id: str):
 
 @bp.post("/chat/completions")
 def chat_completions():
-    give_back = take_reader_slot()
+    give_back = take_reader_slot("retry shortly")
     try:
         body, job = submit()
     except BaseException:
@@ -112,16 +112,6 @@ def conversation_name(body: ChatCompletionRequest) -> str:
         raise APIError(400, "invalid_request", f"{CONVERSATION_HEADER} (or user) must be 1-128 characters: letters, "
                                                "digits and . _ : @ -", param="user")
     return name
-
-
-def take_reader_slot() -> Callable[[], None]:
-    """A waiting call holds a web thread like an event stream does, so it takes a reader slot (else 429)."""
-    settings = current().settings
-    give_back = current().readers.take(g.api_key.id, settings.sse_max_streams, settings.sse_max_streams_per_key)
-    if give_back is None:
-        raise APIError(429, "too_many_streams", "too many calls waiting for answers (for this key, or on this "
-                                                "server); retry shortly", headers={"Retry-After": "5"})
-    return give_back
 
 
 def wait_for_end(job_id: int) -> Job:
