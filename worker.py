@@ -16,9 +16,9 @@ import threading
 import time
 
 from redis import RedisError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 
-from app import create_app, jobs
+from app import affinity, create_app, jobs
 from app.extensions import Llamalith
 from app.llm import ModelCache, ModelLoadError
 from config import ConfigError, load_settings
@@ -27,10 +27,12 @@ log = logging.getLogger("llamalith.worker")
 
 
 class LlamalithWorker(SimpleWorker):
-    """Runs each job inside its own app context, so the job's database session ends with it."""
+    """Runs each job inside its own app context, so the job's database session ends with it. Listens on its own
+    queue first (conversation affinity, app/affinity.py) and says whether it is idle."""
 
-    def __init__(self, *args, app: Llamalith, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, models: list[str], app: Llamalith):
+        own = Queue(affinity.worker_queue(app.worker_name), connection=app.redis)
+        super().__init__([own, *jobs.worker_queues(models, app.redis)], connection=app.redis, name=app.worker_name)
         self.app = app
         self.stopping = False
 
@@ -42,7 +44,17 @@ class LlamalithWorker(SimpleWorker):
 
     def perform_job(self, job, queue, *args, **kwargs):
         with self.app.app_context():
-            return super().perform_job(job, queue, *args, **kwargs)
+            busy(self.app)
+            try:
+                return super().perform_job(job, queue, *args, **kwargs)
+            finally:
+                affinity.mark_idle(self.app.redis, self.app.worker_name)
+
+
+def busy(app: Llamalith) -> None:
+    """Stop being chosen for turns, and pass on those already waiting here (they never wait for a busy worker)."""
+    affinity.mark_busy(app.redis, app.worker_name)
+    jobs.hand_over(app.worker_name)
 
 
 def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: ModelCache | None = None) -> ModelCache:
@@ -69,6 +81,7 @@ def maintain(app: Llamalith, stop: threading.Event) -> None:
         with app.app_context():
             try:
                 jobs.heartbeat(app.worker_name)
+                affinity.stay_idle(app.redis, app.worker_name)
                 if time.monotonic() >= next_reconcile:
                     counts = jobs.reconcile()
                     if any(counts.values()):
@@ -81,16 +94,21 @@ def maintain(app: Llamalith, stop: threading.Event) -> None:
 
 def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
     """Work until SIGTERM/SIGINT (a warm stop: the running job finishes first); survive Redis outages."""
-    connection = app.redis
     while True:
-        worker = LlamalithWorker(jobs.worker_queues(models, connection), connection=connection, app=app)
+        worker = LlamalithWorker(models, app)
         try:
+            affinity.mark_idle(app.redis, app.worker_name)
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as exc:
             log.warning("lost Redis (%s); reconnecting", exc)
         if burst or worker.stopping:
-            return
+            break
         time.sleep(1)
+    with app.app_context():
+        try:
+            busy(app)
+        except RedisError as exc:  # the reconciler will move them
+            log.warning("could not pass on this worker's waiting turns (%s)", exc)
 
 
 def main(argv: list[str]) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from app import streams, webhooks
+from app import affinity, streams, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns, utcnow
@@ -168,15 +168,44 @@ def _title(text: str) -> str:
     return line if len(line) <= 80 else line[:79] + "…"
 
 
-def enqueue(job: Job, priority: str | None = None) -> bool:
-    queue = Queue(queue_name(job.model, priority or job.priority), connection=current().redis)
+def enqueue(job: Job, priority: str | None = None, worker: str | None = None) -> bool:
+    """Push the job to the worker that holds its conversation's KV state if that worker is idle, or to `worker`
+    (the one finishing the previous turn right now), else to its model's queue (app/affinity.py)."""
+    redis = current().redis
     try:
-        queue.enqueue(run, job.id, job_id=rq_id(job.id), job_timeout=current().settings.job_timeout + 60,
-                      result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}")
+        holder = worker or _state_holder(job)
+        if holder and (worker or affinity.is_idle(redis, holder)):
+            own = Queue(affinity.worker_queue(holder), connection=redis)
+            _push(own, job)
+            if worker or affinity.is_idle(redis, holder) or not own.remove(rq_id(job.id)):
+                return True  # still idle, or it took the job already, or handed it over itself
+        _push(Queue(queue_name(job.model, priority or job.priority), connection=redis), job)
     except RedisError as exc:
         log.warning("job %s accepted but not enqueued yet (%s); the reconciler will enqueue it", job.id, exc)
         return False
     return True
+
+
+def _push(queue: Queue, job: Job) -> None:
+    queue.enqueue(run, job.id, job_id=rq_id(job.id), job_timeout=current().settings.job_timeout + 60,
+                  result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}")
+
+
+def _state_holder(job: Job) -> str | None:
+    """The worker that ran the conversation's previous turn on the same model: it keeps that turn's KV state."""
+    return db.session.scalar(select(Job.worker).where(Job.conversation_id == job.conversation_id, Job.id < job.id,
+                                                      Job.model == job.model, Job.worker.is_not(None))
+                             .order_by(Job.id.desc()).limit(1))
+
+
+def hand_over(worker: str) -> None:
+    """Move the turns waiting in `worker`'s own queue to the shared queues: it has become busy, or is stopping."""
+    redis = current().redis
+    key = Queue(affinity.worker_queue(worker), connection=redis).key
+    while (waiting := redis.lpop(key)) is not None:
+        job = db.session.get(Job, int(waiting.decode().removeprefix(rq_id(0)[:-1])))
+        if job is not None and job.status == JobStatus.QUEUED.value:
+            enqueue(job)
 
 
 # Running (inside a worker, in an app context) ---------------------------------------------------------
@@ -193,7 +222,7 @@ def run(job_id: int) -> str:
         if job is None:
             return "skipped"
         status = _generate(job, job.attempts)
-    _enqueue_next_turn(db.session.get(Job, job_id))
+    _enqueue_next_turn(db.session.get(Job, job_id), current().worker_name)
     return status
 
 
@@ -229,7 +258,8 @@ def _generate(job: Job, attempt: int) -> str:
         prompt = fit_prompt(model, job.system_prompt, history(job), job.user_input, params.max_tokens,
                             settings.safety_margin)
         usage["prompt_tokens"] = len(prompt.tokens)
-        for piece in model.generate(prompt.tokens, params, model.stop_strings(prompt.messages)):
+        opening = model.opening(job.system_prompt, prompt.tokens)
+        for piece in model.generate(prompt.tokens, params, model.stop_strings(prompt.messages), opening):
             if not pieces:
                 usage["first_token_ms"] = int((time.monotonic() - started) * 1000)
             pieces.append(piece)
@@ -295,13 +325,14 @@ def _finish(job: Job, attempt: int, status: JobStatus, text: str, code: str | No
         webhooks.enqueue(db.session.get(Job, job.id))
 
 
-def _enqueue_next_turn(job: Job) -> None:
+def _enqueue_next_turn(job: Job, worker: str | None = None) -> None:
+    """Enqueue the conversation's next queued turn; `worker`, ending this turn, keeps the next one of its model."""
     following = db.session.scalar(
         select(Job).where(Job.conversation_id == job.conversation_id, Job.id > job.id,
                           Job.status == JobStatus.QUEUED.value).order_by(Job.id).limit(1)
     )
     if following is not None:
-        enqueue(following)
+        enqueue(following, worker=worker if following.model == job.model else None)
 
 
 # Cancelling ---------------------------------------------------------------------------------------
@@ -403,11 +434,15 @@ def _resolve_lost_jobs() -> int:
 
 
 def _pending_in(rq_job_id: str, queue: str) -> bool:
+    """Waiting in `queue`, or for a short while in a worker's own queue (a live worker takes it at once)."""
     try:
         rq_job = RQJob.fetch(rq_job_id, connection=current().redis)
     except Exception:  # NoSuchJobError, or a hash left half-written by a wipe
         return False
-    return rq_job.get_status(refresh=False) in WAITING_IN_REDIS and rq_job.origin == queue
+    since = utcnow() - timedelta(seconds=affinity.UNCLAIMED)
+    recently = rq_job.enqueued_at is not None and rq_job.enqueued_at.replace(tzinfo=None) > since
+    held = rq_job.origin.startswith(affinity.PREFIX) and recently
+    return rq_job.get_status(refresh=False) in WAITING_IN_REDIS and (rq_job.origin == queue or held)
 
 
 # Visibility ----------------------------------------------------------------------------------------

@@ -54,9 +54,10 @@ def api_run(stack: Stack, text: str, max_tokens: int, conversation: str) -> tupl
     started = time.perf_counter()
     answer = requests.post(stack.url + "/api/submit", headers=stack.headers, timeout=30,
                            json={"user_input": text, "max_tokens": max_tokens, "session_id": conversation, **GREEDY})
-    tokens = [e.at for e in events(f"{stack.url}/api/jobs/{answer.json()['job_id']}/events", stack.headers)
-              if e.event == "token"]
-    return tokens[0] - started, decode_rate(len(tokens), tokens[0], tokens[-1])
+    received = list(events(f"{stack.url}/api/jobs/{answer.json()['job_id']}/events", stack.headers))
+    batches = [e.at for e in received if e.event == "token"]  # the first token alone, then 50 ms batches
+    tokens = received[-1].data["usage"]["completion_tokens"]
+    return batches[0] - started, decode_rate(tokens, batches[0], batches[-1])
 
 
 def measure(texts: list[str], max_tokens: int) -> tuple[list, list]:

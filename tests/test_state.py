@@ -19,10 +19,12 @@ def models(state_bytes: int) -> ModelCache:
                       state_bytes=state_bytes)
 
 
-def answer(model, turns: list[Turn], question: str) -> tuple[list[int], str]:
-    messages = build_messages(SYSTEM, turns, question, model.folds_system)
+def answer(model, turns: list[Turn], question: str, system: str = SYSTEM) -> tuple[list[int], str]:
+    """As the worker answers: the system prompt's opening is kept too."""
+    messages = build_messages(system, turns, question, model.folds_system)
     prompt = model.tokenize(messages)
-    return prompt, "".join(model.generate(prompt, GREEDY, model.stop_strings(messages)))
+    pieces = model.generate(prompt, GREEDY, model.stop_strings(messages), model.opening(system, prompt))
+    return prompt, "".join(pieces)
 
 
 @pytest.mark.parametrize("key", ["smollm2-135m", "gemma3-270m"])
@@ -57,3 +59,16 @@ def test_the_cache_stays_under_its_byte_cap():
         answer(model, [], f"Write a sentence about the number {n}. " * 4)
         assert model.states.size <= cap
     assert 0 < len(model.states.states) < 6
+
+
+@pytest.mark.parametrize("key", ["smollm2-135m", "gemma3-270m"])
+def test_a_new_conversation_starts_from_its_system_prompts_state_and_answers_as_without_it(key):
+    cached, plain = models(256 * 1024 * 1024).get(key), models(0).get(key)
+    answer(cached, [], "Name a colour.")
+    answer(cached, [], "Name a colour.", system="You are a pirate.")  # the model now holds another prefix
+    messages = build_messages(SYSTEM, [], "Name an animal.", cached.folds_system)
+    prompt = cached.tokenize(messages)
+    opening = cached.opening(SYSTEM, prompt)
+    assert len(cached.tokenize(build_messages(SYSTEM, [], "", cached.folds_system))) - 8 < opening < len(prompt)
+    assert cached.states.restore(cached.key, cached.llm, prompt) == opening
+    assert answer(cached, [], "Name an animal.") == answer(plain, [], "Name an animal.")

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from app.llm.settings import GenerationParams, ModelSettings, model_variable
-from app.llm.state import StateCache, evaluate
+from app.llm.prompt import build_messages
+from app.llm.state import StateCache, common_prefix, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,25 @@ class LoadedModel:
         stop = self.format_chat(messages=messages).stop or []
         return [stop] if isinstance(stop, str) else list(stop)
 
-    def generate(self, tokens: list[int], params: GenerationParams, stop: list[str]) -> Iterator[str]:
+    def opening(self, system_prompt: str | None, tokens: list[int]) -> int:
+        """How many leading `tokens` every conversation with this system prompt starts with (0: no system prompt)."""
+        if not system_prompt:
+            return 0
+        alone = self.tokenize(build_messages(system_prompt, [], "", self.folds_system))
+        return common_prefix(alone, tokens)
+
+    def generate(self, tokens: list[int], params: GenerationParams, stop: list[str], opening: int = 0) -> Iterator[str]:
         """Yield the text of each new token. The prompt is evaluated first from the longest kept state that
         prefixes it; its state is kept for the conversation's next turn (whose prompt starts with it), and so is
         the state after the answer (the next prompt starts with that too when the answer's text tokenizes back to
-        the same ids)."""
+        the same ids). The state after the first `opening` tokens (the system prompt's) is kept as well, so a new
+        conversation with the same system prompt starts from there."""
         if self.states is not None:
             self.states.restore(self.key, self.llm, tokens)
+            held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+            if 0 < opening < len(tokens) and held < opening:
+                evaluate(self.llm, tokens[:opening])
+                self.states.save(self.key, self.llm)
             evaluate(self.llm, tokens)
             self.states.save(self.key, self.llm)
         try:

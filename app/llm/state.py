@@ -30,6 +30,10 @@ class StateCache:
         import llama_cpp  # imported where the weights are: the web process only tokenizes
 
         tokens = tuple(int(token) for token in llm.input_ids[: llm.n_tokens])
+        with self.lock:
+            if (model, tokens) in self.states:  # the same ids hold the same cells
+                self.states.move_to_end((model, tokens))
+                return
         size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, SEQUENCE)
         if not tokens or size > self.capacity:
             return
@@ -47,7 +51,7 @@ class StateCache:
         already; the number of tokens restored (0: none)."""
         import llama_cpp
 
-        held = _common_prefix(llm.input_ids[: llm.n_tokens], prompt)
+        held = common_prefix(llm.input_ids[: llm.n_tokens], prompt)
         with self.lock:
             best = max((tokens for key, tokens in self.states if key == model and len(tokens) <= len(prompt)
                         and held < len(tokens) and tuple(prompt[: len(tokens)]) == tokens), key=len, default=None)
@@ -78,10 +82,11 @@ class StateCache:
             self.size -= len(data)
 
 
-def _common_prefix(held, prompt: list[int]) -> int:
+def common_prefix(a, b) -> int:
+    """How many leading token ids `a` and `b` share."""
     length = 0
-    for a, b in zip(held, prompt):
-        if a != b:
+    for x, y in zip(a, b):
+        if x != y:
             break
         length += 1
     return length
@@ -90,7 +95,7 @@ def _common_prefix(held, prompt: list[int]) -> int:
 def evaluate(llm, prompt: list[int]) -> None:
     """Bring `llm` to exactly `prompt` evaluated, with live logits for its last token, reusing the prefix it holds
     (generate() then samples at once)."""
-    held = _common_prefix(llm.input_ids[: llm.n_tokens], prompt)
+    held = common_prefix(llm.input_ids[: llm.n_tokens], prompt)
     if held == len(prompt) == llm.n_tokens and not llm._requires_eval:
         return
     keep = min(held, len(prompt) - 1)  # at least one token is evaluated, so the logits are this prompt's

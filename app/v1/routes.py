@@ -162,7 +162,8 @@ def _created(job: Job) -> int:
 
 
 def completion_chunks(job_id: int, model: str, body: ChatCompletionRequest) -> Iterator[str]:
-    """OpenAI's stream: a role chunk, a chunk per token, a finish chunk, a usage chunk if asked, then [DONE]."""
+    """OpenAI's stream: a role chunk, a chunk per batch of tokens (app/streams.py), a finish chunk, a usage chunk
+    if asked, then [DONE]."""
     created = int(time.time())
     overrides = body.generation_overrides()
 
