@@ -154,13 +154,10 @@ def _ensure_conversation(owner: int, session_id: str, title: str, conversation_i
     may arrive at once."""
     insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
     now = utcnow()
-    db.session.execute(insert(Conversation).values(
-        id=conversation_id or secrets.token_hex(8), session_id=session_id, title=title, user_id=owner,
-        created_at=now, updated_at=now).on_conflict_do_nothing())
-    conversation_id = db.session.scalar(select(Conversation.id).where(Conversation.user_id == owner,
-                                                                      Conversation.session_id == session_id))
-    db.session.execute(update(Conversation).where(Conversation.id == conversation_id).values(updated_at=now))
-    return conversation_id
+    upsert = insert(Conversation).values(id=conversation_id or secrets.token_hex(8), session_id=session_id,
+                                         title=title, user_id=owner, created_at=now, updated_at=now)
+    return db.session.scalar(upsert.on_conflict_do_update(index_elements=["user_id", "session_id"],
+                                                          set_={"updated_at": now}).returning(Conversation.id))
 
 
 def _title(text: str) -> str:
@@ -213,32 +210,34 @@ def hand_over(worker: str) -> None:
 
 def run(job_id: int) -> str:
     """RQ entry point. Never raises for a model problem: the job row records it instead."""
-    if _transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, _waited_too_long(),
-                   processed_at=utcnow(), **QUEUE_WAIT_EXPIRED):
+    job = _claim(job_id, current().worker_name)
+    if job is not None:
+        status = _generate(job, job.attempts)
+    elif _transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, _waited_too_long(),
+                     processed_at=utcnow(), **QUEUE_WAIT_EXPIRED):
         streams.TokenWriter(current().redis, job_id, 1).finish(JobStatus.ERROR.value)
         status = JobStatus.ERROR.value
     else:
-        job = _claim(job_id, current().worker_name)
-        if job is None:
-            return "skipped"
-        status = _generate(job, job.attempts)
+        return "skipped"
     _enqueue_next_turn(db.session.get(Job, job_id), current().worker_name)
     return status
 
 
+_EARLIER = aliased(Job)  # made once: building an alias costs more than the query it is in
+_UNFINISHED_BEFORE = (
+    select(_EARLIER.id)
+    .where(_EARLIER.conversation_id == Job.conversation_id, _EARLIER.id < Job.id,
+           _EARLIER.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
+    .exists()
+)
+
+
 def _claim(job_id: int, worker: str) -> Job | None:
-    """queued -> processing, unless an earlier turn of the same conversation has not finished yet
-    (then the job stays queued, and that turn's end enqueues it again)."""
-    earlier = aliased(Job)
-    unfinished_before = (
-        select(earlier.id)
-        .where(earlier.conversation_id == Job.conversation_id, earlier.id < Job.id,
-               earlier.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
-        .exists()
-    )
+    """queued -> processing, unless an earlier turn of the same conversation has not finished yet (then the job
+    stays queued, and that turn's end enqueues it again) or it waited too long (then `run` ends it)."""
     now = utcnow()
-    claimed = _transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, ~unfinished_before,
-                          status=JobStatus.PROCESSING.value, attempts=Job.attempts + 1, worker=worker,
+    claimed = _transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, ~_UNFINISHED_BEFORE,
+                          ~_waited_too_long(), status=JobStatus.PROCESSING.value, attempts=Job.attempts + 1, worker=worker,
                           started_at=now, heartbeat_at=now, retry_at=None)
     return db.session.get(Job, job_id) if claimed else None
 
@@ -273,6 +272,7 @@ def _generate(job: Job, attempt: int) -> str:
                 status, code = JobStatus.ERROR, "timeout"
                 message = f"generation took longer than JOB_TIMEOUT ({settings.job_timeout} s); partial text kept"
                 break
+        writer.flush()  # the last tokens reach readers before the job's end is recorded
         if pieces:
             usage["completion_tokens"] = len(model.llm.tokenize("".join(pieces).encode(), add_bos=False))
     except ContextTooLong as exc:
@@ -289,6 +289,8 @@ def _generate(job: Job, attempt: int) -> str:
         return status.value
     _finish(job, attempt, status, "".join(pieces), code, message, **usage)
     writer.finish(status.value)
+    if code is None:
+        model.keep_state()
     return status.value
 
 

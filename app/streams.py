@@ -58,11 +58,15 @@ class TokenWriter:
         """Add a token; True once a cancel has been requested."""
         self.unsent.append(text)
         if time.monotonic() - self.sent_at >= FLUSH_SECONDS:
-            replies = self._send(lambda p: self._write_unsent(p).exists(cancel_key(self.job_id)))
-            if replies is not None:
-                self.cancelled = bool(replies[-1])
-            self.sent_at = time.monotonic()
+            self.flush()
         return self.cancelled
+
+    def flush(self) -> None:
+        """Write the waiting tokens now, and learn whether a cancel was requested."""
+        replies = self._send(lambda p: self._write_unsent(p).exists(cancel_key(self.job_id)))
+        if replies is not None:
+            self.cancelled = bool(replies[-1])
+        self.sent_at = time.monotonic()
 
     def _write_unsent(self, pipe):
         if self.unsent:

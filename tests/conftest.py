@@ -120,9 +120,9 @@ def prompts_seen(model_cache) -> list[str]:
     model = model_cache.get(DEFAULT_MODEL_KEY)
     real_generate, prompts = model.generate, []
 
-    def spy(tokens, params, stop):
+    def spy(tokens, params, stop, opening=0):
         prompts.append(model.llm.detokenize(tokens, special=True).decode())
-        return real_generate(tokens, params, stop)
+        return real_generate(tokens, params, stop, opening)
 
     model.generate = spy
     yield prompts

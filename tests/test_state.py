@@ -23,8 +23,9 @@ def answer(model, turns: list[Turn], question: str, system: str = SYSTEM) -> tup
     """As the worker answers: the system prompt's opening is kept too."""
     messages = build_messages(system, turns, question, model.folds_system)
     prompt = model.tokenize(messages)
-    pieces = model.generate(prompt, GREEDY, model.stop_strings(messages), model.opening(system, prompt))
-    return prompt, "".join(pieces)
+    text = "".join(model.generate(prompt, GREEDY, model.stop_strings(messages), model.opening(system, prompt)))
+    model.keep_state()
+    return prompt, text
 
 
 @pytest.mark.parametrize("key", ["smollm2-135m", "gemma3-270m"])

@@ -48,8 +48,8 @@ class LoadedModel:
         """Yield the text of each new token. The prompt is evaluated first from the longest kept state that
         prefixes it; its state is kept for the conversation's next turn (whose prompt starts with it), and so is
         the state after the answer (the next prompt starts with that too when the answer's text tokenizes back to
-        the same ids). The state after the first `opening` tokens (the system prompt's) is kept as well, so a new
-        conversation with the same system prompt starts from there."""
+        the same ids: `keep_state`, once the answer is out). The state after the first `opening` tokens (the system
+        prompt's) is kept as well, so a new conversation with the same system prompt starts from there."""
         if self.states is not None:
             self.states.restore(self.key, self.llm, tokens)
             held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
@@ -58,11 +58,13 @@ class LoadedModel:
                 self.states.save(self.key, self.llm)
             evaluate(self.llm, tokens)
             self.states.save(self.key, self.llm)
-        try:
-            yield from self._completion(tokens, params, stop)
-        finally:
-            if self.states is not None:
-                self.states.save(self.key, self.llm)
+        yield from self._completion(tokens, params, stop)
+
+    def keep_state(self) -> None:
+        """Keep the state after an answer (the next turn's prompt starts with it); called once the answer is out,
+        because copying it takes a few ms."""
+        if self.states is not None:
+            self.states.save(self.key, self.llm)
 
     def _completion(self, tokens: list[int], params: GenerationParams, stop: list[str]) -> Iterator[str]:
         chunks = self.llm.create_completion(
