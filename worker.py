@@ -32,7 +32,8 @@ class LlamalithWorker(SimpleWorker):
 
     def __init__(self, models: list[str], app: Llamalith):
         own = Queue(affinity.worker_queue(app.worker_name), connection=app.redis)
-        super().__init__([own, *jobs.worker_queues(models, app.redis)], connection=app.redis, name=app.worker_name)
+        # rq's own name stays random: after a Redis outage, a new rq worker starts while the old one's key lives on.
+        super().__init__([own, *jobs.worker_queues(models, app.redis)], connection=app.redis)
         self.app = app
         self.stopping = False
 
