@@ -64,9 +64,9 @@ run: setup
 test: setup
 	$(BIN)/pytest
 
+# Each benchmark also runs alone (.venv/bin/python bench/NAME.py); bench/summary.py runs them all, then one table.
 bench: setup
-	$(BIN)/python bench/overhead.py
-	$(BIN)/python bench/multiturn.py
+	$(BIN)/python bench/summary.py
 
 screenshots: setup
 	$(BIN)/python tests/screenshots.py

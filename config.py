@@ -51,8 +51,10 @@ class Settings(Strict):
     batch_aging: int = Field(120, ge=1)
     reconcile_interval: float = Field(10, gt=0, le=60)
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
-    web_threads: int = Field(32, ge=8, le=1000)  # waitress threads; each open event stream holds one
-    sse_max_streams: int = Field(24, ge=1)  # open event streams per web process, at most web_threads - 4
+    # waitress threads; each open event stream holds one. An idle thread costs no CPU and little memory, so there
+    # are enough for 40 streams (room for bench/streams.py's 32) with 8 left for ordinary requests.
+    web_threads: int = Field(48, ge=8, le=1000)
+    sse_max_streams: int = Field(40, ge=1)  # open event streams per web process, at most web_threads - 4
     sse_max_streams_per_key: int = Field(8, ge=1)
     api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute (a key's own --rate-limit wins); 0: unlimited
     callback_allowed_hosts: list[str] = Field(default_factory=list)  # host or host:port webhooks may be sent to

@@ -32,13 +32,14 @@ def create_app(settings: Settings | None = None) -> Llamalith:
     app.settings = settings
     app.stopping, app.shutting_down = threading.Event(), threading.Event()
     app.readers = Slots()
+    app.estimates = {}
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_PATH=settings.base_path or "/",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
         REMEMBER_COOKIE_SECURE=settings.secure_cookies,
         SQLALCHEMY_DATABASE_URI=settings.database_address,
-        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_address),
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings),
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
@@ -61,9 +62,10 @@ def create_app(settings: Settings | None = None) -> Llamalith:
     return app
 
 
-def _engine_options(url: str) -> dict:
-    if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+def _engine_options(settings: Settings) -> dict:
+    if settings.database_address.startswith("sqlite"):
+        # A connection kept per thread (made only when needed), so none is opened and closed per request.
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}, "pool_size": settings.web_threads + 4}
     return {"pool_pre_ping": True}
 
 

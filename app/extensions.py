@@ -42,6 +42,7 @@ class Llamalith(Flask):
     redis: Redis
     tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it
     readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
+    estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
     models: ModelCache  # the worker's warm models
     worker_name: str  # host:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue

@@ -7,8 +7,10 @@ workers change nothing), and `reconcile` repairs whatever Redis lost. Status cha
 
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,7 +20,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException
 from rq.worker import Worker
-from sqlalchemy import ColumnElement, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -83,10 +85,10 @@ def _waited_too_long() -> ColumnElement[bool]:
     return Job.created_at < utcnow() - timedelta(seconds=current().settings.max_queue_wait)
 
 
-def _queue_rank() -> ColumnElement[int]:
+def _queue_rank(job=Job) -> ColumnElement[int]:
     """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING), else 1."""
     aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
-    return case((or_(Job.priority == Priority.INTERACTIVE.value, Job.created_at < aged), 0), else_=1)
+    return case((or_(job.priority == Priority.INTERACTIVE.value, job.created_at < aged), 0), else_=1)
 
 
 # Submitting ----------------------------------------------------------------------------------------
@@ -105,13 +107,15 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
     stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest); `callback_url` gets the
     job's JSON when it ends (app/webhooks.py). If Redis is down the job is still accepted: the reconciler enqueues
     it when Redis is back."""
+    extra = dict(zip(("idempotency_key", "request_digest"), idempotency or ()))
+    if callback_url:
+        extra.update(callback_url=callback_url, callback_status=webhooks.PENDING)
     try:
-        conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
-        job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner, history)
-        job.idempotency_key, job.request_digest = idempotency or (None, None)
-        if callback_url:
-            job.callback_url, job.callback_status = callback_url, webhooks.PENDING
-        db.session.commit()
+        with _one_writer():
+            conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
+            job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner,
+                           history, **extra)
+            db.session.commit()
     except IntegrityError:
         db.session.rollback()
         if idempotency:
@@ -119,6 +123,15 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
         raise
     enqueue(job)
     return job
+
+
+_SQLITE_WRITER = threading.Lock()
+
+
+def _one_writer():
+    """SQLite lets one writer in at a time and the others sleep and retry, in no order: under load some submits
+    waited over a second. This process's writers queue here instead, in turn. (PostgreSQL needs no such thing.)"""
+    return _SQLITE_WRITER if db.session.get_bind().dialect.name == "sqlite" else nullcontext()
 
 
 class NotRegenerable(Exception):
@@ -140,9 +153,10 @@ def regenerate(job: Job) -> Job:
 
 
 def _add_job(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
-             priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None) -> Job:
+             priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None,
+             **extra) -> Job:
     job = Job(conversation_id=conversation_id, user_input=user_input, model=model, system_prompt=system_prompt,
-              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id, history=history)
+              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id, history=history, **extra)
     db.session.add(job)
     db.session.flush()
     db.session.add(Message(conversation_id=conversation_id, role="user", content=user_input, job_id=job.id))
@@ -477,17 +491,36 @@ def progress(jobs: Iterable[Job]) -> dict[int, Progress]:
     return found
 
 
+_AHEAD = aliased(Job)
+
+
 def _positions(job_ids: list[int]) -> dict[int, int]:
-    """Each queued job's place on its model: interactive (and aged batch) work first, then by age."""
+    """Each queued job's place on its model: interactive (and aged batch) work first, then by age. Counted, not
+    sorted: the (model, status) index walks only the model's queued jobs, however many others there are."""
     if not job_ids:
         return {}
-    order = func.row_number().over(partition_by=Job.model, order_by=(_queue_rank(), Job.id)).label("position")
-    ranked = select(Job.id, order).where(Job.status == JobStatus.QUEUED.value).subquery()
-    return dict(db.session.execute(select(ranked.c.id, ranked.c.position).where(ranked.c.id.in_(job_ids))).all())
+    mine, theirs = _queue_rank(), _queue_rank(_AHEAD)
+    ahead = (select(func.count()).select_from(_AHEAD)
+             .where(_AHEAD.model == Job.model, _AHEAD.status == JobStatus.QUEUED.value,
+                    or_(theirs < mine, and_(theirs == mine, _AHEAD.id < Job.id)))
+             .scalar_subquery())
+    return dict(db.session.execute(select(Job.id, ahead + 1)
+                                   .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)).all())
+
+
+ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second
 
 
 def _eta_per_position(model: str) -> float | None:
     """The recent mean job duration, shared among the live workers; None before any job has finished."""
+    estimates = current().estimates
+    now = time.monotonic()
+    if model not in estimates or estimates[model][0] < now:
+        estimates[model] = (now + ESTIMATE_SECONDS, _measure_eta(model))
+    return estimates[model][1]
+
+
+def _measure_eta(model: str) -> float | None:
     recent = db.session.execute(
         select(Job.started_at, Job.processed_at)
         .where(Job.model == model, Job.status == JobStatus.DONE.value, Job.started_at.is_not(None))

@@ -20,7 +20,7 @@ class StateCache:
 
     def __init__(self, capacity_bytes: int):
         self.capacity = capacity_bytes
-        self.states: OrderedDict[tuple[str, tuple[int, ...]], bytes] = OrderedDict()
+        self.states: OrderedDict[tuple[str, tuple[int, ...]], bytearray] = OrderedDict()
         self.size = 0
         self.hits = 0
         self.lock = threading.Lock()
@@ -37,11 +37,12 @@ class StateCache:
         size = llama_cpp.llama_state_seq_get_size(llm._ctx.ctx, SEQUENCE)
         if not tokens or size > self.capacity:
             return
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, buffer, size, SEQUENCE)
+        data = bytearray(size)  # llama.cpp writes straight into it: one allocation, no copy
+        written = llama_cpp.llama_state_seq_get_data(llm._ctx.ctx, _pointer(data), size, SEQUENCE)
+        del data[written:]
         with self.lock:
             self._drop((model, tokens))
-            self.states[(model, tokens)] = ctypes.string_at(buffer, written)  # one copy, not a list of ints
+            self.states[(model, tokens)] = data
             self.size += written
             while self.size > self.capacity:
                 self._drop(next(iter(self.states)))
@@ -59,8 +60,7 @@ class StateCache:
                 return 0
             self.states.move_to_end((model, best))
             data = self.states[(model, best)]
-        source = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, source, len(data), SEQUENCE) != len(data):
+        if llama_cpp.llama_state_seq_set_data(llm._ctx.ctx, _pointer(data), len(data), SEQUENCE) != len(data):
             llm.reset()  # nothing trustworthy is left in the context: evaluate the whole prompt
             return 0
         # The Llama object's own bookkeeping must agree with the restored cells; its logits do not, so it
@@ -80,6 +80,11 @@ class StateCache:
         data = self.states.pop(key, None)
         if data is not None:
             self.size -= len(data)
+
+
+def _pointer(data: bytearray):
+    """The bytes of `data` as llama.cpp's uint8 buffer, without a copy (the view is released when dropped)."""
+    return (ctypes.c_uint8 * len(data)).from_buffer(data)
 
 
 def common_prefix(a, b) -> int:
