@@ -120,7 +120,7 @@ def in_process(settings, params, conversations: int, turns: int) -> None:
     print(f"new conversation, system prompt seen before: {median(with_cache, joining):.0f} ms vs raw "
           f"{median(raw, joining):.0f} ms ({new_ratio:.2f}); control, system prompt never seen: "
           f"{median(with_cache, controls):.0f} ms vs raw {median(raw, controls):.0f} ms ({control_ratio:.2f})")
-    print(f"state cache: {cached.states.hits} restores, {cached.states.size / 1e6:.1f} MB kept")
+    print(f"state cache: {cached.states.hits} restores, {cached.states.size / 2**20:.1f} MiB kept")
     cache_later = median(with_cache, later)
     summary("later turns, first token (ms)", cache_later, raw_later, "<= 0.3")
     summary("later turns vs warm-prefix limit", cache_later, median(warm, later), "<= 1.3")
