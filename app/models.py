@@ -134,7 +134,10 @@ def _turn_key(message: Message) -> int | str:
 
 class Job(db.Model):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_model_status", "model", "status"),
+    # Queue order, positions and recent durations walk a model's jobs of one status by id; the per-key queue cap
+    # counts one key's queued jobs: each is an index range, however many jobs there are in all.
+    __table_args__ = (Index("ix_jobs_model_status_id", "model", "status", "id"),
+                      Index("ix_jobs_key_status", "api_key_id", "status"),
                       UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_key_idempotency"))
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
