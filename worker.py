@@ -1,4 +1,4 @@
-"""The worker: python worker.py [--supervise] [MODEL ...]  (default: every offered model).
+"""The worker: python worker.py [--supervise] [--models A,B | A B ...]  (default: every offered model).
 
 Loads its models once and keeps them warm; runs jobs in-process (rq's SimpleWorker: no fork, so the
 KV cache survives between turns and OpenMP is never forked); keeps its running job's heartbeat and
@@ -6,6 +6,7 @@ reconciles the queue with the database in a background thread. With --supervise 
 as a child process that is started again whenever it dies, so one crash cannot stop the whole stack.
 """
 
+import argparse
 import logging
 import os
 import signal
@@ -112,13 +113,22 @@ def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
             log.warning("could not pass on this worker's waiting turns (%s)", exc)
 
 
+def served_models(argv: list[str]) -> list[str]:
+    """The model keys named as `--models a,b` and/or as arguments."""
+    parser = argparse.ArgumentParser(prog="worker.py", description="Run jobs for the named models.")
+    parser.add_argument("--models", default="", help="comma-separated model keys")
+    parser.add_argument("keys", nargs="*", help="model keys, as an alternative to --models")
+    args = parser.parse_args(argv)
+    return [key for key in args.models.split(",") if key] + args.keys
+
+
 def main(argv: list[str]) -> None:
     try:
         app = create_app()
     except ConfigError as exc:
         sys.exit(f"llamalith: {exc}")
     settings = app.settings
-    models = argv or settings.offered_models
+    models = served_models(argv) or settings.offered_models
     unknown = [key for key in models if key not in settings.models]
     if unknown:
         sys.exit(f"llamalith: worker asked to serve unconfigured model(s): {', '.join(unknown)}")

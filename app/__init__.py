@@ -104,6 +104,7 @@ class DatabaseId(IntegerConverter):
 
 
 def register_blueprints(app: Llamalith) -> None:
+    from app import health
     from app.api import bp as api_bp
     from app.api import openapi as api_openapi
     from app.ui import bp as ui_bp
@@ -117,7 +118,8 @@ def register_blueprints(app: Llamalith) -> None:
     app.register_blueprint(api_bp, url_prefix=prefix + "/api")
     app.register_blueprint(v1_bp, url_prefix=prefix + "/v1")
     app.register_blueprint(ui_bp, url_prefix=prefix or None)
-    app.add_url_rule(prefix + "/healthz", "healthz", lambda: {"status": "ok"})
+    app.add_url_rule(prefix + "/healthz", "healthz", health.healthz)
+    app.add_url_rule(prefix + "/readyz", "readyz", health.readyz)
     # Outside both blueprints, since it describes both (and needs no key).
     spec = openapi.document(prefix, api_openapi.part("/api"), v1_openapi.part("/v1"))
     app.add_url_rule(prefix + "/api/openapi.json", "openapi", lambda: spec)

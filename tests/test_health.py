@@ -1,0 +1,32 @@
+"""GET /healthz and GET /readyz: no key; readiness says why it is not ready."""
+
+import requests
+from flask_migrate import upgrade
+
+from app import create_app
+from config import load_settings
+
+
+def test_readyz_needs_a_live_worker_per_offered_model(stack):
+    stack.env["LLM_MODELS"] = "smollm2-135m,gemma3-270m"
+    stack.start_web()
+    answer = requests.get(stack.url + "/readyz", timeout=10)
+    assert answer.status_code == 503 and answer.json() == {"status": "unavailable", "problems": [
+        "no live worker serves model 'smollm2-135m'", "no live worker serves model 'gemma3-270m'"]}
+    stack.start_worker("--models", "smollm2-135m")
+    answer = requests.get(stack.url + "/readyz", timeout=10)
+    assert answer.status_code == 503 and answer.json()["problems"] == ["no live worker serves model 'gemma3-270m'"]
+    stack.start_worker("gemma3-270m")  # the older positional form
+    answer = requests.get(stack.url + "/readyz", timeout=10)
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "ready", "workers": {"smollm2-135m": 1, "gemma3-270m": 1}}
+
+
+def test_readyz_is_503_when_redis_is_down_and_healthz_still_answers(environ, tmp_path):
+    app = create_app(load_settings({**environ, "REDIS_URL": f"unix://{tmp_path}/no-redis.sock"}))
+    with app.app_context():
+        upgrade()
+    client = app.test_client()
+    answer = client.get("/chat/readyz")
+    assert answer.status_code == 503 and answer.json["problems"] == ["Redis cannot be reached"]
+    assert client.get("/chat/healthz").json == {"status": "ok"}
