@@ -59,6 +59,8 @@ run: setup
 	@echo "  more users:  $(FLASK) users create NAME"
 	@echo "  an API key:  $(FLASK) keys create NAME"
 	@echo
+	@# honcho pipes its processes' output, so they would log JSON lines: in a terminal, ask for text.
+	@if [ -t 1 ] && [ -z "$$LOG_FORMAT" ]; then export LOG_FORMAT=text; fi; \
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -p $${PORT:-8000} -c worker=$(WORKERS) $(PROCESSES)
 
 test: setup

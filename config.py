@@ -8,7 +8,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -62,6 +62,7 @@ class Settings(Strict):
     cors_origins: list[str] = Field(default_factory=list)  # exact origins that may call /api and /v1 from a browser
     api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
     max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
+    log_format: Literal["json", "text"] | None = None  # None: text on a terminal, JSON lines otherwise
 
     @model_validator(mode="after")
     def _streams_leave_threads_free(self) -> "Settings":
@@ -162,6 +163,7 @@ ENVIRONMENT = {
     "CALLBACK_ALLOWED_HOSTS": "callback_allowed_hosts",
     "CALLBACK_MAX_ATTEMPTS": "callback_max_attempts",
     "MAX_QUEUED_PER_KEY": "max_queued_per_key",
+    "LOG_FORMAT": "log_format",
 }
 
 

@@ -19,7 +19,7 @@ import time
 from redis import RedisError
 from rq import Queue, SimpleWorker
 
-from app import affinity, create_app, jobs
+from app import affinity, create_app, jobs, logs
 from app.extensions import Llamalith
 from app.llm import ModelCache, ModelLoadError
 from config import ConfigError, load_settings
@@ -50,6 +50,7 @@ class LlamalithWorker(SimpleWorker):
             try:
                 return super().perform_job(job, queue, *args, **kwargs)
             finally:
+                logs.request_id.set(None)  # jobs.run set the job's own
                 affinity.mark_idle(self.app.redis, self.app.worker_name)
 
 
@@ -145,9 +146,10 @@ def supervise(argv: list[str]) -> None:
     after a pause that doubles while it keeps dying within a minute, up to 30 s. SIGTERM/SIGINT are passed on,
     and the supervisor ends when the child has stopped."""
     try:
-        load_settings()  # a bad setting would kill every restart the same way: say so once and stop
+        settings = load_settings()  # a bad setting would kill every restart the same way: say so once and stop
     except ConfigError as exc:
         sys.exit(f"llamalith: {exc}")
+    logs.configure(settings.log_format)
     stopping = threading.Event()
     child: subprocess.Popen | None = None
 
@@ -178,7 +180,6 @@ def supervise(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--supervise"]:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         supervise(sys.argv[2:])
     else:
         main(sys.argv[1:])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -12,7 +11,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
-from app import cors, openapi, security
+from app import cors, logs, openapi, security
 from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
 from app.limits import storage_uri
 from app.llm import ModelCache
@@ -48,11 +47,12 @@ def create_app(settings: Settings | None = None) -> Llamalith:
         RATELIMIT_STORAGE_URI=storage_uri(settings.redis_address),
         RATELIMIT_KEY_PREFIX="llamalith",
     )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     if settings.trust_proxy:
         # Behind a reverse proxy: take the client address and scheme from its X-Forwarded-* headers,
         # so login throttling counts per real client. Only safe when the proxy sets them.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    logs.init_app(app)
     security.init_app(app)
     cors.init_app(app)
     register_extensions(app, settings)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from app import affinity, streams, webhooks
+from app import affinity, logs, streams, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns, utcnow
@@ -156,7 +156,8 @@ def _add_job(conversation_id: str, user_input: str, model: str, system_prompt: s
              priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None,
              **extra) -> Job:
     job = Job(conversation_id=conversation_id, user_input=user_input, model=model, system_prompt=system_prompt,
-              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id, history=history, **extra)
+              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id, history=history,
+              request_id=logs.request_id.get(), **extra)
     db.session.add(job)
     db.session.flush()
     db.session.add(Message(conversation_id=conversation_id, role="user", content=user_input, job_id=job.id))
@@ -226,7 +227,10 @@ def run(job_id: int) -> str:
     """RQ entry point. Never raises for a model problem: the job row records it instead."""
     job = _claim(job_id, current().worker_name)
     if job is not None:
+        logs.request_id.set(job.request_id)
+        log.info("job %s started on %s (attempt %s, model %s)", job.id, job.worker, job.attempts, job.model)
         status = _generate(job, job.attempts)
+        log.info("job %s ended %s", job_id, status)
     elif _transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, _waited_too_long(),
                      processed_at=utcnow(), **QUEUE_WAIT_EXPIRED):
         streams.TokenWriter(current().redis, job_id, 1).finish(JobStatus.ERROR.value)

@@ -158,6 +158,7 @@ class Job(db.Model):
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)  # the owner
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    request_id: Mapped[str | None] = mapped_column(String(64))  # of the request that made it (app/logs.py)
     started_at: Mapped[datetime | None]
     processed_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
