@@ -63,6 +63,7 @@ class Settings(Strict):
     api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
     max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
     log_format: Literal["json", "text"] | None = None  # None: text on a terminal, JSON lines otherwise
+    metrics_token: str | None = None  # when set, GET /metrics needs it as a bearer token
 
     @model_validator(mode="after")
     def _streams_leave_threads_free(self) -> "Settings":
@@ -164,6 +165,7 @@ ENVIRONMENT = {
     "CALLBACK_MAX_ATTEMPTS": "callback_max_attempts",
     "MAX_QUEUED_PER_KEY": "max_queued_per_key",
     "LOG_FORMAT": "log_format",
+    "METRICS_TOKEN": "metrics_token",
 }
 
 

@@ -104,7 +104,7 @@ class DatabaseId(IntegerConverter):
 
 
 def register_blueprints(app: Llamalith) -> None:
-    from app import health
+    from app import health, metrics
     from app.api import bp as api_bp
     from app.api import openapi as api_openapi
     from app.ui import bp as ui_bp
@@ -120,6 +120,7 @@ def register_blueprints(app: Llamalith) -> None:
     app.register_blueprint(ui_bp, url_prefix=prefix or None)
     app.add_url_rule(prefix + "/healthz", "healthz", health.healthz)
     app.add_url_rule(prefix + "/readyz", "readyz", health.readyz)
+    metrics.init_app(app)
     # Outside both blueprints, since it describes both (and needs no key).
     spec = openapi.document(prefix, api_openapi.part("/api"), v1_openapi.part("/v1"))
     app.add_url_rule(prefix + "/api/openapi.json", "openapi", lambda: spec)

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from app import affinity, logs, streams, webhooks
+from app import affinity, logs, metrics, streams, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns, utcnow
@@ -275,7 +275,7 @@ def _generate(job: Job, attempt: int) -> str:
         prompt = fit_prompt(model, job.system_prompt, history(job), job.user_input, params.max_tokens,
                             settings.safety_margin)
         usage["prompt_tokens"] = len(prompt.tokens)
-        opening = model.opening(job.system_prompt, prompt.tokens)
+        opening, restores = model.opening(job.system_prompt, prompt.tokens), model.restores
         for piece in model.generate(prompt.tokens, params, model.stop_strings(prompt.messages), opening):
             if not pieces:
                 usage["first_token_ms"] = int((time.monotonic() - started) * 1000)
@@ -291,6 +291,7 @@ def _generate(job: Job, attempt: int) -> str:
                 message = f"generation took longer than JOB_TIMEOUT ({settings.job_timeout} s); partial text kept"
                 break
         writer.flush()  # the last tokens reach readers before the job's end is recorded
+        metrics.count_restores(app.redis, job.model, model.restores - restores)
         if pieces:
             usage["completion_tokens"] = len(model.llm.tokenize("".join(pieces).encode(), add_bos=False))
     except ContextTooLong as exc:
@@ -305,6 +306,7 @@ def _generate(job: Job, attempt: int) -> str:
     if status == JobStatus.QUEUED:
         _requeue(job, attempt)
         return status.value
+    usage["duration_ms"] = int((time.monotonic() - started) * 1000)
     _finish(job, attempt, status, "".join(pieces), code, message, **usage)
     writer.finish(status.value)
     if code is None:

@@ -166,6 +166,7 @@ class Job(db.Model):
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
     first_token_ms: Mapped[int | None]
+    duration_ms: Mapped[int | None]  # the worker's generation time, for /metrics
     # A client's Idempotency-Key and a digest of the request it came with: a repeat within 24 h gets this job.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))

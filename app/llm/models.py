@@ -60,6 +60,11 @@ class LoadedModel:
             self.states.save(self.key, self.llm)
         yield from self._completion(tokens, params, stop)
 
+    @property
+    def restores(self) -> int:
+        """How many prompts started from a kept state so far (for /metrics)."""
+        return self.states.hits if self.states is not None else 0
+
     def keep_state(self) -> None:
         """Keep the state after an answer (the next turn's prompt starts with it); called once the answer is out,
         because copying it takes a few ms."""

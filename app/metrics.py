@@ -1,0 +1,126 @@
+"""GET /metrics in Prometheus's text format. Everything is read at scrape time from what all processes share: the
+jobs come from the database, and the counters the processes keep (HTTP requests, KV-state restores) from Redis.
+So any web process answers the same, however many web processes, threads and workers (on however many machines)
+there are, and nothing is lost when a process restarts. With METRICS_TOKEN set, a scrape must send it as a
+bearer token."""
+
+import hmac
+
+from flask import Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from redis import Redis, RedisError
+from sqlalchemy import case, func, select
+
+from app import jobs
+from app.errors import APIError
+from app.extensions import current, db
+from app.models import Job, JobStatus
+
+HTTP_KEY = "llamalith:metrics:http"  # hash: "method route status" -> requests
+RESTORES_KEY = "llamalith:metrics:kv_restores"  # hash: model -> prompts started from a kept KV state
+DURATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)  # seconds
+FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        try:
+            current().redis.hincrby(HTTP_KEY, f"{request.method} {route} {response.status_code}", 1)
+        except RedisError:
+            pass  # counting must never fail a request
+        return response
+
+    app.add_url_rule(app.settings.base_path + "/metrics", "metrics", scrape)
+
+
+def count_restores(redis: Redis, model: str, restores: int) -> None:
+    if restores:
+        try:
+            redis.hincrby(RESTORES_KEY, model, restores)
+        except RedisError:
+            pass
+
+
+def scrape() -> Response:
+    token = current().settings.metrics_token
+    sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if token and not hmac.compare_digest(sent.encode(), token.encode()):
+        raise APIError(401, "unauthorized", "send METRICS_TOKEN as 'Authorization: Bearer <token>'")
+    registry = CollectorRegistry()
+    registry.register(_Collector())
+    try:
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    finally:
+        db.session.remove()
+
+
+class _Collector:
+    def collect(self):
+        yield from _job_counts()
+        yield from _histograms()
+        yield from _from_redis()
+
+    def describe(self):
+        return []  # collected at scrape time only
+
+
+def _job_counts():
+    jobs_now = GaugeMetricFamily("llamalith_jobs", "Jobs by model and status", labels=["model", "status"])
+    tokens = {kind: CounterMetricFamily(f"llamalith_{kind}_tokens", f"{kind.capitalize()} tokens of ended jobs",
+                                        labels=["model"]) for kind in ("prompt", "completion")}
+    sums = {"prompt": {}, "completion": {}}
+    for model, status, count, prompt, completion in db.session.execute(
+            select(Job.model, Job.status, func.count(), func.sum(Job.prompt_tokens), func.sum(Job.completion_tokens))
+            .group_by(Job.model, Job.status)):
+        jobs_now.add_metric([model, status], count)
+        sums["prompt"][model] = sums["prompt"].get(model, 0) + (prompt or 0)
+        sums["completion"][model] = sums["completion"].get(model, 0) + (completion or 0)
+    for kind, family in tokens.items():
+        for model, total in sums[kind].items():
+            family.add_metric([model], total)
+        yield family
+    yield jobs_now
+    depth = GaugeMetricFamily("llamalith_queue_depth", "Queued jobs by model and priority", labels=["model", "priority"])
+    for model, priority, count in db.session.execute(
+            select(Job.model, Job.priority, func.count()).where(Job.status == JobStatus.QUEUED.value)
+            .group_by(Job.model, Job.priority)):
+        depth.add_metric([model, priority], count)
+    yield depth
+
+
+def _histograms():
+    """Cumulative buckets of the ended jobs' generation time and time to first token, counted in SQL."""
+    for name, column, bounds, help_text in (
+            ("llamalith_job_duration_seconds", Job.duration_ms, DURATION_BUCKETS, "Generation time of ended jobs"),
+            ("llamalith_time_to_first_token_seconds", Job.first_token_ms, FIRST_TOKEN_BUCKETS,
+             "Time from a job's start to its first token")):
+        family = HistogramMetricFamily(name, help_text, labels=["model"])
+        counts = [func.sum(case((column <= bound * 1000, 1), else_=0)) for bound in bounds]
+        for model, total, seconds, *cumulative in db.session.execute(
+                select(Job.model, func.count(column), func.sum(column), *counts).where(column.is_not(None))
+                .group_by(Job.model)):
+            buckets = [(str(bound), count or 0) for bound, count in zip(bounds, cumulative)] + [("+Inf", total)]
+            family.add_metric([model], buckets, (seconds or 0) / 1000)
+        yield family
+
+
+def _from_redis():
+    redis = current().redis
+    workers = GaugeMetricFamily("llamalith_live_workers", "Workers serving each offered model", labels=["model"])
+    requests = CounterMetricFamily("llamalith_http_requests", "HTTP requests by method, route and status",
+                                   labels=["method", "route", "status"])
+    restores = CounterMetricFamily("llamalith_kv_restores", "Prompts that started from a kept KV state",
+                                   labels=["model"])
+    try:
+        for model in current().settings.offered_models:
+            workers.add_metric([model], jobs.live_workers(model))
+        for field, count in redis.hgetall(HTTP_KEY).items():
+            requests.add_metric(field.decode().split(" ", 2), int(count))
+        for model, count in redis.hgetall(RESTORES_KEY).items():
+            restores.add_metric([model.decode()], int(count))
+    except RedisError:
+        pass  # the database's figures are still worth a scrape
+    yield from (workers, requests, restores)

@@ -1,0 +1,53 @@
+"""GET /metrics: Prometheus's text format, read from the database and Redis, so it counts every process."""
+
+import requests
+from flask_migrate import upgrade
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import create_app
+from config import load_settings
+
+
+def samples(stack) -> dict[tuple, float]:
+    text = requests.get(stack.url + "/metrics", timeout=10).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def value(found: dict, name: str, **labels) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def test_job_counters_and_histograms_move_when_a_job_runs(stack):
+    stack.env["LLM_MODELS"] = model = "smollm2-135m"
+    stack.start_web()
+    stack.start_worker()
+    before = samples(stack)
+    for conversation in "aba":  # a's second turn follows b's, so it starts from a's kept KV state
+        stack.wait_job(stack.submit(user_input=f"Name a word with the letter {conversation}.",
+                                    session_id=conversation, max_tokens=8)["job_id"])
+    after = samples(stack)
+    assert value(after, "llamalith_jobs", model=model, status="done") == value(before, "llamalith_jobs", model=model,
+                                                                            status="done") + 3
+    for histogram in ("llamalith_job_duration_seconds", "llamalith_time_to_first_token_seconds"):
+        assert value(after, f"{histogram}_count", model=model) == value(before, f"{histogram}_count", model=model) + 3
+        assert value(after, f"{histogram}_sum", model=model) > value(before, f"{histogram}_sum", model=model)
+        assert value(after, f"{histogram}_bucket", model=model, le="+Inf") == value(after, f"{histogram}_count",
+                                                                                  model=model)
+    assert value(after, "llamalith_completion_tokens_total", model=model) > 0
+    assert value(after, "llamalith_prompt_tokens_total", model=model) > 0
+    assert value(after, "llamalith_kv_restores_total", model=model) >= 1
+    assert value(after, "llamalith_live_workers", model=model) == 1
+    assert value(after, "llamalith_queue_depth", model=model, priority="batch") == 0
+    assert value(after, "llamalith_http_requests_total", method="POST", route="/chat/api/submit", status="202") == 3
+
+
+def test_metrics_token(environ):
+    app = create_app(load_settings({**environ, "METRICS_TOKEN": "s3cret"}))
+    with app.app_context():
+        upgrade()
+    client = app.test_client()
+    assert client.get("/chat/metrics").status_code == 401
+    assert client.get("/chat/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    answer = client.get("/chat/metrics", headers={"Authorization": "Bearer s3cret"})
+    assert answer.status_code == 200 and "llamalith_jobs" in answer.text
