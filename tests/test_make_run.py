@@ -12,7 +12,7 @@ import requests
 from config import ROOT
 from tests.stack import wait_for, wait_for_line
 
-SERVING = r"worker\.1\s+\|.* worker \S+:(\d+) serving"
+SERVING = r"worker\.1\s+\|.*\bworker \S+:(\d+) serving"  # text or JSON log lines
 
 
 def test_a_killed_worker_is_restarted_and_its_job_still_ends_done(make_run):
