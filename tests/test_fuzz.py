@@ -96,7 +96,9 @@ def test_no_api_input_is_a_500(client, api_headers, anything, app, path, choice)
 @given(choice=requests)
 def test_no_page_input_is_a_500(signed_in, anything, app, path, choice):
     headers = {"X-CSRFToken": signed_in.csrf_token("/chat/conversations"), "HX-Request": "true"}
-    assert send(signed_in, rule_of(app, path), choice, headers) < 500
+    status = send(signed_in, rule_of(app, path), choice, headers)
+    # /readyz answers 503 by design here: these tests run no worker.
+    assert status < 500 or (path == "/chat/readyz" and status == 503)
 
 
 def test_a_body_nested_too_deeply_is_a_400(client, api_headers):
