@@ -57,8 +57,15 @@ def worker_queues(models: list[str], connection) -> list[Queue]:
     ] + [Queue(webhooks.QUEUE, connection=connection)]
 
 
+RQ_PREFIX = "llamalith-"
+
+
 def rq_id(job_id: int) -> str:
-    return f"llamalith-{job_id}"
+    return f"{RQ_PREFIX}{job_id}"
+
+
+def job_id_of(rq_job_id: bytes) -> int:
+    return int(rq_job_id.decode().removeprefix(RQ_PREFIX))
 
 
 # The rules every status change and every queue order share -------------------------------------------
@@ -215,7 +222,7 @@ def hand_over(worker: str) -> None:
     redis = current().redis
     key = Queue(affinity.worker_queue(worker), connection=redis).key
     while (waiting := redis.lpop(key)) is not None:
-        job = db.session.get(Job, int(waiting.decode().removeprefix(rq_id(0)[:-1])))
+        job = db.session.get(Job, job_id_of(waiting))
         if job is not None and job.status == JobStatus.QUEUED.value:
             enqueue(job)
 
@@ -241,11 +248,11 @@ def run(job_id: int) -> str:
     return status
 
 
-_EARLIER = aliased(Job)  # made once: building an alias costs more than the query it is in
+_OTHER = aliased(Job)  # another job, in correlated subqueries; made once: an alias costs more than its query
 _UNFINISHED_BEFORE = (
-    select(_EARLIER.id)
-    .where(_EARLIER.conversation_id == Job.conversation_id, _EARLIER.id < Job.id,
-           _EARLIER.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
+    select(_OTHER.id)
+    .where(_OTHER.conversation_id == Job.conversation_id, _OTHER.id < Job.id,
+           _OTHER.status.in_([JobStatus.QUEUED.value, JobStatus.PROCESSING.value]))
     .exists()
 )
 
@@ -497,18 +504,15 @@ def progress(jobs: Iterable[Job]) -> dict[int, Progress]:
     return found
 
 
-_AHEAD = aliased(Job)
-
-
 def _positions(job_ids: list[int]) -> dict[int, int]:
     """Each queued job's place on its model: interactive (and aged batch) work first, then by age. Counted, not
     sorted: the (model, status) index walks only the model's queued jobs, however many others there are."""
     if not job_ids:
         return {}
-    mine, theirs = _queue_rank(), _queue_rank(_AHEAD)
-    ahead = (select(func.count()).select_from(_AHEAD)
-             .where(_AHEAD.model == Job.model, _AHEAD.status == JobStatus.QUEUED.value,
-                    or_(theirs < mine, and_(theirs == mine, _AHEAD.id < Job.id)))
+    mine, theirs = _queue_rank(), _queue_rank(_OTHER)
+    ahead = (select(func.count()).select_from(_OTHER)
+             .where(_OTHER.model == Job.model, _OTHER.status == JobStatus.QUEUED.value,
+                    or_(theirs < mine, and_(theirs == mine, _OTHER.id < Job.id)))
              .scalar_subquery())
     return dict(db.session.execute(select(Job.id, ahead + 1)
                                    .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)).all())

@@ -57,5 +57,5 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def send_request_id(response: Response) -> Response:
-        response.headers[HEADER] = g.get("request_id") or request_id.get() or ""
+        response.headers[HEADER] = g.get("request_id", "")  # set first thing, before any other hook can answer
         return response

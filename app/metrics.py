@@ -5,6 +5,7 @@ there are, and nothing is lost when a process restarts. With METRICS_TOKEN set, 
 bearer token."""
 
 import hmac
+from collections import Counter
 
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -69,20 +70,20 @@ class _Collector:
 
 def _job_counts():
     jobs_now = GaugeMetricFamily("llamalith_jobs", "Jobs by model and status", labels=["model", "status"])
-    tokens = {kind: CounterMetricFamily(f"llamalith_{kind}_tokens", f"{kind.capitalize()} tokens of ended jobs",
-                                        labels=["model"]) for kind in ("prompt", "completion")}
-    sums = {"prompt": {}, "completion": {}}
+    tokens = {"prompt": Counter(), "completion": Counter()}
     for model, status, count, prompt, completion in db.session.execute(
             select(Job.model, Job.status, func.count(), func.sum(Job.prompt_tokens), func.sum(Job.completion_tokens))
             .group_by(Job.model, Job.status)):
         jobs_now.add_metric([model, status], count)
-        sums["prompt"][model] = sums["prompt"].get(model, 0) + (prompt or 0)
-        sums["completion"][model] = sums["completion"].get(model, 0) + (completion or 0)
-    for kind, family in tokens.items():
-        for model, total in sums[kind].items():
+        tokens["prompt"][model] += prompt or 0
+        tokens["completion"][model] += completion or 0
+    yield jobs_now
+    for kind, per_model in tokens.items():
+        family = CounterMetricFamily(f"llamalith_{kind}_tokens", f"{kind.capitalize()} tokens of ended jobs",
+                                     labels=["model"])
+        for model, total in per_model.items():
             family.add_metric([model], total)
         yield family
-    yield jobs_now
     depth = GaugeMetricFamily("llamalith_queue_depth", "Queued jobs by model and priority", labels=["model", "priority"])
     for model, priority, count in db.session.execute(
             select(Job.model, Job.priority, func.count()).where(Job.status == JobStatus.QUEUED.value)
