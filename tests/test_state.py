@@ -73,3 +73,13 @@ def test_a_new_conversation_starts_from_its_system_prompts_state_and_answers_as_
     assert len(cached.tokenize(build_messages(SYSTEM, [], "", cached.folds_system))) - 8 < opening < len(prompt)
     assert cached.states.restore(cached.key, cached.llm, prompt) == opening
     assert answer(cached, [], "Name an animal.") == answer(plain, [], "Name an animal.")
+
+
+@pytest.mark.parametrize("key", ["smollm2-135m", "gemma3-270m"])
+def test_the_next_prompt_starts_with_the_previous_prompt_and_the_answers_own_ids(key):
+    model = models(256 * 1024 * 1024).get(key)
+    first, text = answer(model, [], "Name a colour.")
+    answered = tuple(model.llm.input_ids[: model.llm.n_tokens])  # the prompt and the ids the model generated
+    assert len(answered) > len(first) and answered[: len(first)] == tuple(first)
+    second = model.tokenize(build_messages(SYSTEM, [Turn("Name a colour.", text)], "And another?", model.folds_system))
+    assert tuple(second[: len(answered)]) == answered
