@@ -5,6 +5,11 @@ from flask_migrate import upgrade
 
 from app import create_app
 from config import load_settings
+from tests.stack import wait_for
+
+
+def readiness(stack) -> dict:
+    return requests.get(stack.url + "/readyz", timeout=10).json()
 
 
 def test_readyz_needs_a_live_worker_per_offered_model(stack):
@@ -14,9 +19,10 @@ def test_readyz_needs_a_live_worker_per_offered_model(stack):
     assert answer.status_code == 503 and answer.json() == {"status": "unavailable", "problems": [
         "no live worker serves model 'smollm2-135m'", "no live worker serves model 'gemma3-270m'"]}
     stack.start_worker("--models", "smollm2-135m")
-    answer = requests.get(stack.url + "/readyz", timeout=10)
-    assert answer.status_code == 503 and answer.json()["problems"] == ["no live worker serves model 'gemma3-270m'"]
+    # rq registers a worker just after it logs that it serves: wait for that, not for a time.
+    wait_for(lambda: readiness(stack)["problems"] == ["no live worker serves model 'gemma3-270m'"])
     stack.start_worker("gemma3-270m")  # the older positional form
+    wait_for(lambda: readiness(stack)["status"] == "ready")
     answer = requests.get(stack.url + "/readyz", timeout=10)
     assert answer.status_code == 200
     assert answer.json() == {"status": "ready", "workers": {"smollm2-135m": 1, "gemma3-270m": 1}}
