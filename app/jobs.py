@@ -29,7 +29,8 @@ from sqlalchemy.orm import aliased
 from app import affinity, logs, metrics, streams, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
-from app.models import Conversation, Job, JobStatus, Message, Priority, conversation_turns, utcnow
+from app.models import (Conversation, Job, JobStatus, Message, Priority, PromptTemplate, conversation_turns, iso,
+                        utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,16 @@ class AlreadySubmitted(Exception):
 def submit(owner: int, session_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
            priority: str = Priority.BATCH.value, api_key_id: int | None = None,
            conversation_id: str | None = None, history: list[list[str | None]] | None = None,
-           idempotency: tuple[str, str] | None = None, callback_url: str | None = None) -> Job:
+           idempotency: tuple[str, str] | None = None, callback_url: str | None = None,
+           prompt_template: PromptTemplate | None = None, variables: dict[str, str] | None = None) -> Job:
     """Commit the job and its user message in the owner's conversation `session_id` (made if new, with the internal
     id `conversation_id` if given), then enqueue. `history` ([user, assistant] pairs) replaces the conversation's
     stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest); `callback_url` gets the
-    job's JSON when it ends (app/webhooks.py). If Redis is down the job is still accepted: the reconciler enqueues
-    it when Redis is back."""
+    job's JSON when it ends (app/webhooks.py); `prompt_template` and `variables` are what the system prompt was
+    filled from. If Redis is down the job is still accepted: the reconciler enqueues it when Redis is back."""
     extra = dict(zip(("idempotency_key", "request_digest"), idempotency or ()))
+    if prompt_template:
+        extra.update(prompt_template_id=prompt_template.id, prompt_variables=variables)
     if callback_url:
         extra.update(callback_url=callback_url, callback_status=webhooks.PENDING)
     try:
@@ -153,7 +157,8 @@ def regenerate(job: Job) -> Job:
         raise NotRegenerable("only the conversation's last answer can be regenerated, once it has ended")
     db.session.execute(delete(Message).where(Message.job_id == job.id))
     again = _add_job(job.conversation_id, job.user_input, job.model, job.system_prompt, job.params, job.priority,
-                     job.api_key_id, job.user_id, job.history)
+                     job.api_key_id, job.user_id, job.history, prompt_template_id=job.prompt_template_id,
+                     prompt_variables=job.prompt_variables)
     db.session.commit()
     enqueue(again)
     return again
@@ -552,6 +557,8 @@ def job_json(job: Job, known: Progress | None = None) -> dict:
         "user_input": job.user_input,
         "model": job.model,
         "system_prompt": job.system_prompt,
+        "prompt_template": job.prompt_template.ref if job.prompt_template else None,
+        "variables": job.prompt_variables,
         "params": job.params,
         "status": job.status,
         "result": seen.partial if job.status == JobStatus.PROCESSING.value else job.result,
@@ -560,9 +567,9 @@ def job_json(job: Job, known: Progress | None = None) -> dict:
         "attempts": job.attempts,
         "queue_position": seen.position,
         "eta_seconds": seen.eta_seconds,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "processed_at": _iso(job.processed_at),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "processed_at": iso(job.processed_at),
         "usage": {
             "prompt_tokens": job.prompt_tokens,
             "completion_tokens": job.completion_tokens,
@@ -574,10 +581,6 @@ def job_json(job: Job, known: Progress | None = None) -> dict:
             "last_status": job.callback_last_status, "last_error": job.callback_error,
         },
     }
-
-
-def _iso(moment) -> str | None:
-    return moment.isoformat(timespec="milliseconds") + "Z" if moment else None
 
 
 def _millis(delta) -> int:

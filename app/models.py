@@ -1,6 +1,7 @@
 """Tables. A job row is the source of truth for a generation; Redis only carries it to a worker."""
 
 import enum
+import re
 from datetime import datetime, timezone
 from itertools import groupby
 from typing import Any
@@ -16,6 +17,11 @@ from app.llm import Turn
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """A stored (naive UTC) time as JSON shows it."""
+    return moment.isoformat(timespec="milliseconds") + "Z" if moment else None
 
 
 class JobStatus(str, enum.Enum):
@@ -177,9 +183,40 @@ class Job(db.Model):
     callback_last_status: Mapped[int | None]  # the receiver's last HTTP status
     callback_error: Mapped[str | None] = mapped_column(Text)
     callback_next_at: Mapped[datetime | None]  # no delivery before this (back-off between attempts)
+    # The template version its system prompt was rendered from, and the values filled into it.
+    prompt_template_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_templates.id", ondelete="SET NULL"))
+    prompt_variables: Mapped[dict[str, str] | None] = mapped_column(JSON)
     # Loaded with the job: every answer names the conversation by its session id.
     conversation: Mapped[Conversation] = relationship(lazy="joined")
+    prompt_template: Mapped["PromptTemplate | None"] = relationship()
 
     @property
     def finished(self) -> bool:
         return JobStatus(self.status).finished
+
+
+# A prompt template's variable: `{{ name }}`.
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
+
+
+class PromptTemplate(db.Model):
+    """One version of a user's named system prompt. An edit adds the next version; no row is ever changed, so a
+    job's `prompt_template_id` keeps pointing at the exact text it was rendered from."""
+
+    __tablename__ = "prompt_templates"
+    __table_args__ = (UniqueConstraint("user_id", "name", "version", name="uq_prompt_templates_user_name_version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(80))
+    version: Mapped[int]
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def variables(self) -> list[str]:
+        """The variable names its text asks for, each once, in order of first use."""
+        return list(dict.fromkeys(PLACEHOLDER.findall(self.text)))

@@ -1,6 +1,6 @@
 """The JSON API's part of the OpenAPI document (app/openapi.py)."""
 
-from app.api.schemas import SubmitRequest
+from app.api.schemas import PromptTemplateRequest, SubmitRequest
 from app.models import JobStatus, Priority
 from app.openapi import Part, answer, errors, json_content, ref
 
@@ -9,12 +9,15 @@ NULLABLE_STRING = {"type": ["string", "null"]}
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}}}
 JOB = {
     "type": "object",
-    "required": ["id", "conversation_id", "user_input", "model", "system_prompt", "params", "status", "result",
+    "required": ["id", "conversation_id", "user_input", "model", "system_prompt", "prompt_template", "variables",
+                 "params", "status", "result",
                  "error", "priority", "attempts", "queue_position", "eta_seconds", "created_at", "started_at",
                  "processed_at", "usage", "callback"],
     "properties": {
         "id": {"type": "integer"}, "conversation_id": {"type": "string"}, "user_input": {"type": "string"},
         "model": {"type": "string"}, "system_prompt": NULLABLE_STRING, "params": {"type": "object"},
+        "prompt_template": {**NULLABLE_STRING, "description": "name@version the system prompt was filled from"},
+        "variables": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
         "status": {"enum": [status.value for status in JobStatus]},
         "result": {**NULLABLE_STRING, "description": "the text so far while processing"},
         "error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"], "properties": {
@@ -28,6 +31,14 @@ JOB = {
             "url": {"type": "string"}, "status": {"enum": ["pending", "delivered", "failed"]},
             "attempts": {"type": "integer"}, "last_status": NULLABLE_INT, "last_error": NULLABLE_STRING}}]},
     },
+}
+PROMPT_TEMPLATE = {
+    "type": "object", "required": ["name", "version", "reference", "text", "variables", "created_at"],
+    "properties": {"name": {"type": "string"}, "version": {"type": "integer"},
+                   "reference": {"type": "string", "description": "name@version"}, "text": {"type": "string"},
+                   "variables": {"type": "array", "items": {"type": "string"}}, "created_at": {"type": "string"},
+                   "versions": {"type": "array", "items": {"type": "object", "properties": {
+                       "version": {"type": "integer"}, "created_at": {"type": "string"}}}}},
 }
 JOB_ID = [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}]
 
@@ -77,6 +88,24 @@ def part(prefix: str) -> Part:
         "200": answer("the models", {"type": "object", "required": ["default", "models"], "properties": {
             "default": {"type": "string"}, "models": {"type": "array", "items": {"type": "object"}}}}),
         **errors("Error", 401, 429)})
+    prompt_templates(api, prefix)
     api.operation(f"{prefix}/openapi.json", "get", "This document", {"200": answer("the OpenAPI document",
                                                                                {"type": "object"})}, security=[])
     return api
+
+
+def prompt_templates(api: Part, prefix: str) -> None:
+    api.schemas["PromptTemplate"] = PROMPT_TEMPLATE
+    api.operation(f"{prefix}/prompt-templates", "get", "Your prompt templates, each at its latest version", {
+        "200": answer("the templates", {"type": "object", "required": ["prompt_templates"], "properties": {
+            "prompt_templates": {"type": "array", "items": ref("PromptTemplate")}}}),
+        **errors("Error", 401, 429)})
+    api.operation(f"{prefix}/prompt-templates", "post", "Save a template: version 1, or the next version", {
+        "201": answer("the new version", ref("PromptTemplate"), {"Location": {"schema": {"type": "string"}}}),
+        "200": answer("the text is the latest version's: nothing new", ref("PromptTemplate")),
+        **errors("Error", 400, 401, 409, 413, 429)},
+        requestBody={"required": True, "content": json_content(api.model(PromptTemplateRequest))})
+    api.operation(f"{prefix}/prompt-templates/{{reference}}", "get", "One version, and the list of all versions", {
+        "200": answer("the version", ref("PromptTemplate")), **errors("Error", 400, 401, 404, 429)}, parameters=[
+        {"name": "reference", "in": "path", "required": True, "description": "name (the latest version) or "
+         "name@version", "schema": {"type": "string"}}])

@@ -5,7 +5,7 @@ import re
 from flask import g, request, url_for
 from sqlalchemy import select
 
-from app import jobs, keys, submissions
+from app import jobs, keys, prompt_templates, submissions
 from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
@@ -35,17 +35,16 @@ def submit():
         if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
             raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
         overrides = body.overrides()
-        model, system_prompt = submissions.check(body.model, body.system_prompt, body.user_input, overrides)
+        template, system_prompt = prompt_templates.chosen(g.api_key.user_id, body.prompt_template, body.variables,
+                                                          body.system_prompt)
+        model, system_prompt = submissions.check(body.model, system_prompt, body.user_input, overrides)
         submissions.check_queue_room(g.api_key)
         submissions.check_callback(g.api_key, body.callback_url)
         job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt,
                           overrides, priority=priority, api_key_id=g.api_key.id, idempotency=idempotency,
-                          callback_url=body.callback_url)
+                          callback_url=body.callback_url, prompt_template=template, variables=body.variables)
     except jobs.AlreadySubmitted:
         return submitted(submissions.replayed(g.api_key, idempotency), 200)
-    except submissions.Refused as refused:
-        headers = {"Retry-After": "30"} if refused.status == 429 else None
-        raise APIError(refused.status, refused.code, refused.message, headers=headers) from None
     return submitted(job, 202)
 
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.errors import APIError
 from app.llm import GenerationParams
+from app.prompt_templates import NAME as TEMPLATE_NAME
 from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_conversation_id, valid_text
 
 
@@ -22,6 +23,9 @@ class SubmitRequest(GenerationParams):
                                       description="default: the model's; an empty string sends none")
     priority: Literal["interactive", "batch"] | None = None
     callback_url: str | None = Field(None, max_length=2000, description="POSTed the job's JSON when it ends")
+    prompt_template: str | None = Field(None, max_length=100, description="the system prompt from a template: "
+                                        "'name' (its latest version) or 'name@version'; not with system_prompt")
+    variables: dict[str, str] | None = Field(None, description="values for the template's {{name}} placeholders")
 
     @field_validator("user_input")
     @classmethod
@@ -52,6 +56,25 @@ class SubmitRequest(GenerationParams):
         """Only the generation params the client actually sent."""
         fields = set(GenerationParams.model_fields) & self.model_fields_set
         return self.model_dump(include=fields, mode="json")
+
+
+class PromptTemplateRequest(BaseModel):
+    """POST /api/prompt-templates: a new template, or the next version of an existing one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=f"^{TEMPLATE_NAME.pattern}$")
+    text: str = Field(min_length=1, max_length=MAX_SYSTEM_PROMPT_CHARS,
+                      description="the system prompt, with {{name}} placeholders for variables")
+
+    @field_validator("text")
+    @classmethod
+    def _unicode_text(cls, value: str) -> str:
+        if not valid_text(value):
+            raise ValueError("must be valid Unicode text (it has a lone surrogate)")
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 def parse(schema: type[BaseModel], data: Any) -> BaseModel:

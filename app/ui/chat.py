@@ -10,7 +10,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 
-from app import jobs, submissions
+from app import jobs, prompt_templates, submissions
 from app.extensions import current, db
 from app.llm import Turn
 from app.models import Conversation, Job, JobStatus, Message, Priority, User, conversation_turns
@@ -140,13 +140,17 @@ def submit(conversation_id: str, session_id: str, form: PromptForm) -> Job | Non
     """Checked like the API checks a submission; a refusal becomes an error on the form, in words."""
     overrides = form.overrides()
     system_prompt = form.system_prompt.data if (form.system_prompt.data or "").strip() else None
+    reference = form.prompt_template.data or None
+    variables = form.variables if reference else None
     try:
+        template, system_prompt = prompt_templates.chosen(current_user.id, reference, variables, system_prompt)
         model, system_prompt = submissions.check(form.model.data, system_prompt, form.prompt.data, overrides)
     except submissions.Refused as refused:
         form.prompt.errors.append(refused.message)
         return None
     return jobs.submit(current_user.id, session_id, form.prompt.data, model, system_prompt, overrides,
-                       priority=Priority.INTERACTIVE.value, conversation_id=conversation_id)
+                       priority=Priority.INTERACTIVE.value, conversation_id=conversation_id,
+                       prompt_template=template, variables=variables)
 
 
 def refuse(conversation_id: str, form: PromptForm):
@@ -165,14 +169,18 @@ def render_chat(conversation_id: str, conversation: Conversation | None, form: P
 
 
 def composer(last: Job | None) -> PromptForm:
-    """The next prompt continues with the last job's model, system prompt (unless it was the model's default)
-    and advanced settings."""
+    """The next prompt continues with the last job's model, system prompt (unless it was the model's default, or
+    came from a template: then the template, at its latest version, and the same variables) and advanced
+    settings."""
     settings = current().settings
     if last is None or last.model not in settings.offered_models:
-        return PromptForm(formdata=None, model=settings.default_model)
-    system_prompt = last.system_prompt if last.system_prompt != settings.models[last.model].system_prompt else None
+        return PromptForm(formdata=None, model=settings.default_model, variables={})
     advanced = {name: last.params[name] for name in ADVANCED if name in last.params}
-    return PromptForm(formdata=None, model=last.model, system_prompt=system_prompt, **advanced)
+    if last.prompt_template:
+        return PromptForm(formdata=None, model=last.model, prompt_template=last.prompt_template.name,
+                          variables=last.prompt_variables or {}, **advanced)
+    system_prompt = last.system_prompt if last.system_prompt != settings.models[last.model].system_prompt else None
+    return PromptForm(formdata=None, model=last.model, system_prompt=system_prompt, variables={}, **advanced)
 
 
 def conversation_view(conversation_id: str) -> tuple[list[Turn], dict[int, Answer]]:

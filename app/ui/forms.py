@@ -3,14 +3,18 @@
 from typing import Any
 
 from annotated_types import Ge, Gt, Le
+from flask import request
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from pydantic import ValidationError as ParamsError
 from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
+from app import prompt_templates
 from app.extensions import current
 from app.llm import GenerationParams
-from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS
+from app.models import PromptTemplate
+from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, Refused
 
 # The generation knobs the chat form offers under "Advanced"; the rest keep the model's defaults.
 ADVANCED = ("max_tokens", "temperature", "top_p")
@@ -60,12 +64,27 @@ class PromptForm(FlaskForm):
     max_tokens = IntegerField("Max tokens", validators=[Optional(), within_generation_limits])
     temperature = FloatField("Temperature", validators=[Optional(), within_generation_limits])
     top_p = FloatField("Top p", validators=[Optional(), within_generation_limits])
+    prompt_template = SelectField("Template", validate_choice=False)
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, variables: dict[str, str] | None = None, **kwargs):
+        """`variables` fill the chosen template's placeholders; by default, the posted `variable-NAME` fields."""
         super().__init__(*args, **kwargs)
         settings = current().settings
         self.model.choices = [(key, _model_label(key, settings.models[key].description))
                               for key in settings.offered_models]
+        self.prompt_template.choices = [("", "None")] + [
+            (template.name, f"{template.name} (v{template.version})")
+            for template in prompt_templates.latest(current_user.id)]
+        self.variables = posted_variables(request.form) if variables is None else variables
+
+    def chosen_template(self) -> PromptTemplate | None:
+        """The template whose variables the form asks for (None when none, or an unknown one, is chosen)."""
+        if not self.prompt_template.data:
+            return None
+        try:
+            return prompt_templates.find(current_user.id, self.prompt_template.data)
+        except Refused:
+            return None
 
     def validate_model(self, field) -> None:
         offered = current().settings.offered_models
@@ -85,8 +104,28 @@ class PromptForm(FlaskForm):
         return current().settings.params_for(model).model_dump(include=set(ADVANCED))
 
 
+VARIABLE_FIELD = "variable-"
+
+
+def posted_variables(fields) -> dict[str, str]:
+    """The template variables among the fields (`variable-NAME`); an empty field is not filled in."""
+    return {name.removeprefix(VARIABLE_FIELD): value for name, value in fields.items()
+            if name.startswith(VARIABLE_FIELD) and value}
+
+
 def _model_label(key: str, description: str) -> str:
     return f"{key} · {description}" if description else key
+
+
+class TemplateForm(FlaskForm):
+    """A new template, or (with the name fixed) the next version of one."""
+
+    name = StringField("Name", validators=[
+        DataRequired("Give the template a name."), Length(max=80),
+        Regexp(f"^{prompt_templates.NAME.pattern}$", message="Letters, digits and . _ - only, starting with a "
+                                                             "letter or digit.")])
+    text = TextAreaField("System prompt", filters=[unix_newlines], validators=[
+        DataRequired("Write the system prompt."), Length(max=MAX_SYSTEM_PROMPT_CHARS)])
 
 
 class RenameForm(FlaskForm):
