@@ -1,11 +1,14 @@
 """GET /metrics: Prometheus's text format, read from the database and Redis, so it counts every process."""
 
+import json
+import re
+
 import requests
 from flask_migrate import upgrade
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from config import load_settings
+from config import ROOT, load_settings
 
 
 def samples(stack) -> dict[tuple, float]:
@@ -51,3 +54,13 @@ def test_metrics_token(environ):
     assert client.get("/chat/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
     answer = client.get("/chat/metrics", headers={"Authorization": "Bearer s3cret"})
     assert answer.status_code == 200 and "llamalith_jobs" in answer.text
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(client):
+    """docs/grafana/llamalith.json is a dashboard for these metrics: a renamed metric must not leave it blank."""
+    families = text_string_to_metric_families(client.get("/chat/metrics").text)
+    exposed = {f"{family.name}{suffix}" for family in families for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "llamalith.json").read_text())
+    asked = {name for panel in dashboard["panels"] for target in panel["targets"]
+             for name in re.findall(r"llamalith_[a-z_]+", target["expr"])}
+    assert asked and asked <= exposed
