@@ -24,7 +24,7 @@ export CMAKE_ARGS
 PROCESSES := web worker $(if $(REDIS_URL),,redis)
 WORKERS ?= 1
 
-.PHONY: setup run test bench screenshots clean test-n8n test-docker
+.PHONY: setup run test test-postgres bench screenshots clean test-n8n test-docker
 
 setup: $(VENV)/.installed $(MODELS) $(VENDOR)/htmx.min.js instance/secret_key
 	$(FLASK) db upgrade
@@ -65,6 +65,12 @@ run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The whole suite again with PostgreSQL, as CI runs it: each test makes its own database on the server that
+# TEST_DATABASE_URL names (tests/conftest.py), so its user needs CREATEDB there.
+TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+test-postgres: setup
+	DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/pytest
 
 # Each benchmark also runs alone (.venv/bin/python bench/NAME.py); bench/summary.py runs them all, then one table.
 bench: setup

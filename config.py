@@ -51,6 +51,9 @@ class Settings(Strict):
     batch_aging: int = Field(120, ge=1)
     reconcile_interval: float = Field(10, gt=0, le=60)
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    import_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # a conversation file to import (the request)
+    batch_file_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)  # an uploaded batch input file (the request)
+    batch_lines_queued: int = Field(2, ge=1)  # of each key's batch lines, how many wait in Redis at a time
     # waitress threads; each open event stream holds one. An idle thread costs no CPU and little memory, so there
     # are enough for 40 streams (room for bench/streams.py's 32) with 8 left for ordinary requests.
     web_threads: int = Field(48, ge=8, le=1000)
@@ -155,6 +158,9 @@ ENVIRONMENT = {
     "BATCH_AGING": "batch_aging",
     "RECONCILE_INTERVAL": "reconcile_interval",
     "MAX_REQUEST_BYTES": "max_request_bytes",
+    "IMPORT_MAX_BYTES": "import_max_bytes",
+    "BATCH_FILE_MAX_BYTES": "batch_file_max_bytes",
+    "BATCH_LINES_QUEUED": "batch_lines_queued",
     "WEB_THREADS": "web_threads",
     "SSE_MAX_STREAMS": "sse_max_streams",
     "SSE_MAX_STREAMS_PER_KEY": "sse_max_streams_per_key",

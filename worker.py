@@ -18,10 +18,12 @@ import time
 
 from redis import RedisError
 from rq import Queue, SimpleWorker
+from sqlalchemy import select
 
-from app import affinity, create_app, jobs, logs
-from app.extensions import Llamalith
+from app import affinity, batches, create_app, jobs, logs
+from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
+from app.models import Job
 from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
@@ -51,7 +53,16 @@ class LlamalithWorker(SimpleWorker):
                 return super().perform_job(job, queue, *args, **kwargs)
             finally:
                 logs.request_id.set(None)  # jobs.run set the job's own
+                settle_batch(job.id)
                 affinity.mark_idle(self.app.redis, self.app.worker_name)
+
+
+def settle_batch(rq_job_id: str) -> None:
+    """After a batch's line: end the batch if that was its last (app/batches.py)."""
+    if rq_job_id.startswith(jobs.RQ_PREFIX):
+        batch_id = db.session.scalar(select(Job.batch_id).where(Job.id == jobs.job_id_of(rq_job_id)))
+        if batch_id:
+            batches.settle(batch_id)
 
 
 def busy(app: Llamalith) -> None:
@@ -87,6 +98,7 @@ def maintain(app: Llamalith, stop: threading.Event) -> None:
                 affinity.stay_idle(app.redis, app.worker_name)
                 if time.monotonic() >= next_reconcile:
                     counts = jobs.reconcile()
+                    batches.maintain()
                     if any(counts.values()):
                         log.info("reconciled: %s", counts)
                     next_reconcile = time.monotonic() + interval

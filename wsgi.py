@@ -26,11 +26,15 @@ def main() -> None:
     sockets: dict = {}
     # send_bytes=1: write each streamed chunk at once instead of buffering 18 kB (SSE tokens). Every open SSE
     # stream holds a thread for its whole life (capped below the thread count, app/api/events.py). Idle
-    # connections cost no thread, so many may wait; one silent for CHANNEL_TIMEOUT is closed. A body over
-    # MAX_REQUEST_BYTES is refused from its Content-Length, before it is read.
+    # connections cost no thread, so many may wait; one silent for CHANNEL_TIMEOUT is closed. A body over all of
+    # MAX_REQUEST_BYTES, IMPORT_MAX_BYTES and BATCH_FILE_MAX_BYTES is refused from its Content-Length, before it is
+    # read; a smaller one over its route's limit (MAX_REQUEST_BYTES but for imports and batch files) is refused by
+    # Flask, before the app reads it.
     server = create_server(app, map=sockets, host=settings.host, port=settings.port, threads=settings.web_threads,
                            connection_limit=1000, channel_timeout=CHANNEL_TIMEOUT, send_bytes=1,
-                           max_request_body_size=settings.max_request_bytes, ident="llamalith")
+                           max_request_body_size=max(settings.max_request_bytes, settings.import_max_bytes,
+                                                         settings.batch_file_max_bytes),
+                           ident="llamalith")
     stopping = app.shutting_down
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())

@@ -97,10 +97,11 @@ def register_extensions(app: Llamalith, settings: Settings) -> None:
 
 
 class DatabaseId(IntegerConverter):
-    """<int:...> in every route: a number beyond the database's 64-bit ids is a 404, never an overflow."""
+    """<int:...> in every route: a number beyond the ids' INTEGER columns (32 bits in PostgreSQL, 64 in SQLite) is
+    a 404, never an overflow."""
 
     def __init__(self, url_map, *args, **kwargs):
-        super().__init__(url_map, *args, **{"max": 2**63 - 1, **kwargs})
+        super().__init__(url_map, *args, **{"max": 2**31 - 1, **kwargs})
 
 
 def register_blueprints(app: Llamalith) -> None:

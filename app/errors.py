@@ -4,7 +4,9 @@
 import logging
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from pydantic import ValidationError
+from sqlalchemy.exc import DataError
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from app.extensions import db
 
@@ -18,6 +20,15 @@ class APIError(Exception):
                  param: str | None = None):
         super().__init__(message)
         self.status, self.code, self.message, self.headers, self.param = status, code, message, headers or {}, param
+
+
+def validation_message(exc: ValidationError, whole: str = "body") -> str:
+    """pydantic's first complaint as one line that names the field by its path ("turns.0.job.status: ...");
+    `whole` names the document itself."""
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or whole
+    message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+    return f"{field}: {message}"
 
 
 # OpenAI's error `type` for each status (what its SDKs turn into exception classes).
@@ -53,6 +64,13 @@ def register(app: Flask) -> None:
             code = (exc.name or "error").lower().replace(" ", "_")
             return error_response(exc.code or 500, code, exc.description or exc.name)
         return render_template("error.html", error=exc), exc.code
+
+    @app.errorhandler(DataError)
+    def unstorable_value(exc: DataError):
+        """PostgreSQL refuses values SQLite takes without a word, a NUL character in text above all: coming from a
+        request, that is the request's mistake, not the server's."""
+        db.session.rollback()
+        return http_error(BadRequest("The request holds a value the database cannot store, such as a NUL character."))
 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception):

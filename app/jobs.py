@@ -1,4 +1,5 @@
-"""The job lifecycle: submit, regenerate, enqueue, run (the RQ entry point), cancel, heartbeat, reconcile, progress.
+"""The job lifecycle: submit, regenerate, import, enqueue, run (the RQ entry point), cancel, heartbeat, reconcile,
+progress.
 
 The database row is the truth and Redis is the transport: a row is committed before it is enqueued,
 every status change goes through `_transition` (a conditional UPDATE, so duplicate deliveries and late
@@ -65,8 +66,9 @@ def rq_id(job_id: int) -> str:
     return f"{RQ_PREFIX}{job_id}"
 
 
-def job_id_of(rq_job_id: bytes) -> int:
-    return int(rq_job_id.decode().removeprefix(RQ_PREFIX))
+def job_id_of(rq_job_id: str | bytes) -> int:
+    text = rq_job_id.decode() if isinstance(rq_job_id, bytes) else rq_job_id
+    return int(text.removeprefix(RQ_PREFIX))
 
 
 # The rules every status change and every queue order share -------------------------------------------
@@ -90,13 +92,17 @@ def _owned(job_id: int, attempt: int) -> tuple[ColumnElement[bool], ...]:
 
 
 def _waited_too_long() -> ColumnElement[bool]:
-    return Job.created_at < utcnow() - timedelta(seconds=current().settings.max_queue_wait)
+    """A batch's lines wait as long as its completion window allows instead (app/batches.py)."""
+    oldest = utcnow() - timedelta(seconds=current().settings.max_queue_wait)
+    return and_(Job.batch_id.is_(None), Job.created_at < oldest)
 
 
 def _queue_rank(job=Job) -> ColumnElement[int]:
-    """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING), else 1."""
+    """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING; a batch's lines never
+    age: they are overnight work, shared fairly among keys instead), else 1."""
     aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
-    return case((or_(job.priority == Priority.INTERACTIVE.value, job.created_at < aged), 0), else_=1)
+    return case((or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None))),
+                 0), else_=1)
 
 
 # Submitting ----------------------------------------------------------------------------------------
@@ -155,6 +161,8 @@ def regenerate(job: Job) -> Job:
     latest = db.session.scalar(select(func.max(Job.id)).where(Job.conversation_id == job.conversation_id))
     if not job.finished or job.id != latest:
         raise NotRegenerable("only the conversation's last answer can be regenerated, once it has ended")
+    if job.model not in current().settings.offered_models:  # an imported turn's, say: no worker would take it
+        raise NotRegenerable(f"the model '{job.model}' is not offered here")
     db.session.execute(delete(Message).where(Message.job_id == job.id))
     again = _add_job(job.conversation_id, job.user_input, job.model, job.system_prompt, job.params, job.priority,
                      job.api_key_id, job.user_id, job.history, prompt_template_id=job.prompt_template_id,
@@ -190,6 +198,69 @@ def _ensure_conversation(owner: int, session_id: str, title: str, conversation_i
 def _title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= 80 else line[:79] + "…"
+
+
+class ConversationExists(Exception):
+    """The owner already has a conversation with this id."""
+
+
+def add_ended(conversation: Conversation, turns: Iterable[tuple[Job | None, str | None, str | None]]) -> None:
+    """Store a conversation whose turns all ended elsewhere (an imported file) in one transaction, and enqueue
+    nothing. Each turn is (its finished job, the user's message, the answer), in order: a turn's place is its job's
+    id. A turn without a job is a message kept without one. Stores nothing, and raises ConversationExists, when the
+    owner already has a conversation with its session id."""
+    conversation.id = secrets.token_hex(8)
+    try:
+        with _one_writer():
+            db.session.add(conversation)
+            for job, user, assistant in turns:
+                if job is not None:
+                    job.conversation_id, job.user_id = conversation.id, conversation.user_id
+                    job.request_id = logs.request_id.get()
+                    db.session.add(job)
+                    db.session.flush()  # the job's id, for its messages
+                db.session.add_all(Message(conversation_id=conversation.id, role=role, content=text,
+                                           job_id=job.id if job else None)
+                                   for role, text in (("user", user), ("assistant", assistant)) if text is not None)
+            db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise ConversationExists(f"there is already a conversation '{conversation.session_id}'") from None
+
+
+def add_lines(lines: list[tuple[Job, str]]) -> None:
+    """Store a batch's lines (each a job, and the session id of the owner's conversation it goes in) as held jobs
+    with their user messages, in one transaction; then release the first few (`release_lines`)."""
+    with _one_writer():
+        for job, session_id in lines:
+            job.conversation_id = _ensure_conversation(job.user_id, session_id, _title(job.user_input), None)
+            job.held, job.request_id = True, logs.request_id.get()
+            db.session.add(job)
+        db.session.flush()
+        db.session.add_all(Message(conversation_id=job.conversation_id, role="user", content=job.user_input,
+                                   job_id=job.id) for job, _ in lines)
+        db.session.commit()
+    if lines:
+        release_lines(lines[0][0].api_key_id)
+
+
+def release_lines(api_key_id: int | None) -> int:
+    """Enqueue the key's next held batch lines, so that BATCH_LINES_QUEUED of them wait in Redis. Every key's
+    batch work thus takes turns in the batch queue, whatever the size of each batch: a 5,000-line batch holds the
+    others back by a few lines, not by its length. Returns how many were released."""
+    room = current().settings.batch_lines_queued - db.session.scalar(
+        select(func.count()).select_from(Job).where(Job.api_key_id == api_key_id, Job.status == JobStatus.QUEUED.value,
+                                                    Job.batch_id.is_not(None), Job.held.is_(False)))
+    if room <= 0:
+        return 0
+    next_lines = (select(Job.id).where(Job.held.is_(True), Job.api_key_id == api_key_id)
+                  .order_by(Job.id).limit(room).scalar_subquery())
+    released = db.session.scalars(update(Job).where(Job.id.in_(next_lines), Job.held.is_(True))
+                                  .values(held=False).returning(Job.id)).all()
+    db.session.commit()
+    for job in db.session.scalars(select(Job).where(Job.id.in_(released)).order_by(Job.id)):
+        enqueue(job)
+    return len(released)
 
 
 def enqueue(job: Job, priority: str | None = None, worker: str | None = None) -> bool:
@@ -269,7 +340,12 @@ def _claim(job_id: int, worker: str) -> Job | None:
     claimed = _transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, ~_UNFINISHED_BEFORE,
                           ~_waited_too_long(), status=JobStatus.PROCESSING.value, attempts=Job.attempts + 1, worker=worker,
                           started_at=now, heartbeat_at=now, retry_at=None)
-    return db.session.get(Job, job_id) if claimed else None
+    if not claimed:
+        return None
+    job = db.session.get(Job, job_id)
+    if job.batch_id:
+        release_lines(job.api_key_id)  # this key's next line takes the place this one leaves in the queue
+    return job
 
 
 def _generate(job: Job, attempt: int) -> str:
@@ -386,7 +462,7 @@ def cancel(job: Job, wait_seconds: float = 3.0) -> Job:
     if job.finished:
         raise AlreadyFinished(f"job {job.id} has already ended as '{job.status}'")
     if _transition(Job.id == job.id, Job.status == JobStatus.QUEUED.value,
-                   status=JobStatus.CANCELLED.value, processed_at=utcnow(), result=""):
+                   status=JobStatus.CANCELLED.value, processed_at=utcnow(), result="", held=False):
         _forget_queued(job)
         streams.TokenWriter(current().redis, job.id, 1).finish(JobStatus.CANCELLED.value)
         _enqueue_next_turn(job)
@@ -400,6 +476,20 @@ def cancel(job: Job, wait_seconds: float = 3.0) -> Job:
         _wait_until_finished(job, wait_seconds)
     db.session.refresh(job)
     return job
+
+
+def cancel_lines(batch_id: str) -> None:
+    """Cancel a batch's lines that have not ended: the held ones at once, in one statement (they are not in
+    Redis), the others one by one, without waiting for running ones to stop."""
+    _transition(Job.batch_id == batch_id, Job.held.is_(True), Job.status == JobStatus.QUEUED.value,
+                status=JobStatus.CANCELLED.value, processed_at=utcnow(), result="", held=False)
+    for job in db.session.scalars(select(Job).where(Job.batch_id == batch_id,
+                                                    Job.status.in_([JobStatus.QUEUED.value,
+                                                                    JobStatus.PROCESSING.value]))).all():
+        try:
+            cancel(job, wait_seconds=0)
+        except (AlreadyFinished, QueueUnavailable):
+            pass  # it ended meanwhile, or it stops at its time limit: either way it ends, and settles the batch
 
 
 def _forget_queued(job: Job) -> None:
@@ -437,13 +527,16 @@ def reconcile() -> dict[str, int]:
     now = utcnow()
     waiting = db.session.execute(
         select(Job, _queue_rank())
-        .where(Job.status == JobStatus.QUEUED.value, or_(Job.retry_at.is_(None), Job.retry_at <= now))
+        .where(Job.status == JobStatus.QUEUED.value, Job.held.is_(False),
+               or_(Job.retry_at.is_(None), Job.retry_at <= now))
         .order_by(Job.id)
     ).all()
     for job, rank in waiting:
         priority = Priority.INTERACTIVE.value if rank == 0 else Priority.BATCH.value
         if not _pending_in(rq_id(job.id), queue_name(job.model, priority)):
             counts["enqueued"] += enqueue(job, priority)
+    for api_key_id in db.session.scalars(select(Job.api_key_id).where(Job.held.is_(True)).distinct()):
+        counts["enqueued"] += release_lines(api_key_id)  # a released line may have been lost with Redis
     for job in webhooks.due():  # also the ends the worker did not see: expiry, a lost worker's last attempt
         if not _pending_in(webhooks.rq_id(job), webhooks.QUEUE):
             webhooks.enqueue(job)
@@ -496,7 +589,7 @@ def progress(jobs: Iterable[Job]) -> dict[int, Progress]:
     jobs = list(jobs)
     queued = [job for job in jobs if job.status == JobStatus.QUEUED.value]
     positions = _positions([job.id for job in queued])
-    etas = {model: _eta_per_position(model) for model in {job.model for job in queued}}
+    etas = {model: eta_per_position(model) for model in {job.model for job in queued}}
     running = [job.id for job in jobs if job.status == JobStatus.PROCESSING.value]
     partials = streams.partial_texts(current().redis, running)
     found: dict[int, Progress] = {}
@@ -515,8 +608,10 @@ def _positions(job_ids: list[int]) -> dict[int, int]:
     if not job_ids:
         return {}
     mine, theirs = _queue_rank(), _queue_rank(_OTHER)
+    # Held batch lines are not in the queue yet: they count only ahead of their own key's later lines.
+    in_line = or_(_OTHER.held.is_(False), and_(Job.held.is_(True), _OTHER.api_key_id == Job.api_key_id))
     ahead = (select(func.count()).select_from(_OTHER)
-             .where(_OTHER.model == Job.model, _OTHER.status == JobStatus.QUEUED.value,
+             .where(_OTHER.model == Job.model, _OTHER.status == JobStatus.QUEUED.value, in_line,
                     or_(theirs < mine, and_(theirs == mine, _OTHER.id < Job.id)))
              .scalar_subquery())
     return dict(db.session.execute(select(Job.id, ahead + 1)
@@ -526,7 +621,7 @@ def _positions(job_ids: list[int]) -> dict[int, int]:
 ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second
 
 
-def _eta_per_position(model: str) -> float | None:
+def eta_per_position(model: str) -> float | None:
     """The recent mean job duration, shared among the live workers; None before any job has finished."""
     estimates = current().estimates
     now = time.monotonic()
@@ -574,7 +669,7 @@ def job_json(job: Job, known: Progress | None = None) -> dict:
             "prompt_tokens": job.prompt_tokens,
             "completion_tokens": job.completion_tokens,
             "first_token_ms": job.first_token_ms,
-            "duration_ms": _millis(job.processed_at - job.started_at) if finished and job.started_at else None,
+            "duration_ms": _millis(job.started_at, job.processed_at) if finished and job.started_at else None,
         },
         "callback": None if not job.callback_url else {
             "url": job.callback_url, "status": job.callback_status, "attempts": job.callback_attempts,
@@ -583,8 +678,11 @@ def job_json(job: Job, known: Progress | None = None) -> dict:
     }
 
 
-def _millis(delta) -> int:
-    return int(delta.total_seconds() * 1000)
+def _millis(start, end) -> int:
+    """Between the two times as they are shown (to the millisecond), so the figure is their difference: an exported
+    job imported again shows the same duration (app/conversation_files.py)."""
+    start, end = (moment.replace(microsecond=moment.microsecond // 1000 * 1000) for moment in (start, end))
+    return (end - start) // timedelta(milliseconds=1)
 
 
 def live_workers(model: str) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import bcrypt
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, select
+from sqlalchemy import JSON, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -124,7 +124,9 @@ class Message(db.Model):
 def conversation_turns(conversation_id: str, before_job_id: int | None = None) -> list[Turn]:
     """The conversation as turns, in job order (the user's message before the answer). A job still running, or
     one that ended without text, has no answer yet; a message whose job row is gone stands as its own turn."""
-    query = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.job_id, Message.id)
+    # NULLS FIRST says what SQLite does unasked; PostgreSQL would put the messages without a job last.
+    query = select(Message).where(Message.conversation_id == conversation_id).order_by(
+        Message.job_id.asc().nulls_first(), Message.id)
     if before_job_id is not None:
         query = query.where(Message.job_id < before_job_id)
     turns = []
@@ -144,6 +146,8 @@ class Job(db.Model):
     # counts one key's queued jobs: each is an index range, however many jobs there are in all.
     __table_args__ = (Index("ix_jobs_model_status_id", "model", "status", "id"),
                       Index("ix_jobs_key_status", "api_key_id", "status"),
+                      Index("ix_jobs_held_key_id", "held", "api_key_id", "id"),
+                      Index("ix_jobs_batch_status", "batch_id", "status"),
                       UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_key_idempotency"))
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
@@ -183,6 +187,11 @@ class Job(db.Model):
     callback_last_status: Mapped[int | None]  # the receiver's last HTTP status
     callback_error: Mapped[str | None] = mapped_column(Text)
     callback_next_at: Mapped[datetime | None]  # no delivery before this (back-off between attempts)
+    # A line of a batch (app/batches.py): its batch, the client's id for it, and whether it still waits in the
+    # database for its key's turn (held lines are not in Redis; jobs.release_lines moves them there, fairly).
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    custom_id: Mapped[str | None] = mapped_column(String(512))
+    held: Mapped[bool] = mapped_column(default=False)
     # The template version its system prompt was rendered from, and the values filled into it.
     prompt_template_id: Mapped[int | None] = mapped_column(ForeignKey("prompt_templates.id", ondelete="SET NULL"))
     prompt_variables: Mapped[dict[str, str] | None] = mapped_column(JSON)
@@ -220,3 +229,47 @@ class PromptTemplate(db.Model):
     def variables(self) -> list[str]:
         """The variable names its text asks for, each once, in order of first use."""
         return list(dict.fromkeys(PLACEHOLDER.findall(self.text)))
+
+
+class StoredFile(db.Model):
+    """A file of the OpenAI Files API: a batch's input (uploaded) or its output and errors (written when it ends).
+    Kept in the database, so every web node and worker sees it."""
+
+    __tablename__ = "files"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(String(255))
+    bytes: Mapped[int]
+    content: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # loaded only when asked for
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Batch(db.Model):
+    """A batch of chat completions (OpenAI's Batch API): each line of its input file is a job at batch priority."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    completion_window: Mapped[str] = mapped_column(String(8))
+    meta: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON)  # the client's; `metadata` is SQLAlchemy's
+    status: Mapped[str] = mapped_column(String(16))
+    errors: Mapped[list[dict] | None] = mapped_column(JSON)  # why validation failed, with line numbers
+    total: Mapped[int] = mapped_column(default=0)
+    # Counted when the batch ends, so they stay true if a line's conversation is deleted later.
+    completed: Mapped[int | None]
+    failed: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    expires_at: Mapped[datetime]
+    in_progress_at: Mapped[datetime | None]
+    finalizing_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]
+    cancelling_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]

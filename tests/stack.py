@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 from flask_migrate import upgrade
 from redis import Redis
+from sqlalchemy import text
 
 from app import create_app
 from app.keys import create_key
@@ -84,12 +85,15 @@ class Stack:
         wait_for(lambda: self.log_text().count(" serving ") > serving, timeout=60)
         return process
 
-    def query(self, sql: str, *args) -> list[tuple]:
-        """Read the stack's SQLite database directly (what the processes stored, not what the API says)."""
-        import sqlite3
-
-        with sqlite3.connect(Path(self.env["LLAMALITH_INSTANCE"]) / "llamalith.db", timeout=30) as connection:
-            return connection.execute(sql, args).fetchall()
+    def query(self, sql: str, **params) -> list[tuple]:
+        """Run `sql` (`:name` placeholders) on the stack's database directly, SQLite or PostgreSQL: what the
+        processes stored, not what the API says; a write is committed."""
+        with self.app.app_context():
+            with db.engine.begin() as connection:
+                result = connection.execute(text(sql), params)
+                rows = [tuple(row) for row in result] if result.returns_rows else []
+            db.engine.dispose()
+        return rows
 
     def log_text(self) -> str:
         return "".join(path.read_text() for path in sorted(self.logs.iterdir()))

@@ -56,7 +56,7 @@ def test_a_turn_left_in_a_dead_workers_queue_is_given_to_the_shared_queue(app, o
 
 
 def worker_of(stack, job_id: int) -> str:
-    return stack.query("SELECT worker FROM jobs WHERE id = ?", job_id)[0][0]
+    return stack.query("SELECT worker FROM jobs WHERE id = :id", id=job_id)[0][0]
 
 
 def test_two_workers_each_conversation_stays_on_its_worker_and_never_waits_for_a_busy_one(stack):
@@ -76,8 +76,8 @@ def test_two_workers_each_conversation_stays_on_its_worker_and_never_waits_for_a
     long = stack.submit(user_input="Write a long story about ships.", session_id="a", max_tokens=400)["job_id"]
     stack.wait_job(long, until=lambda job: job["status"] == "processing")
     # Conversation c's previous turn ran on the worker that is now busy with the long answer.
-    stack.query("UPDATE jobs SET worker = ? WHERE conversation_id IN "
-                "(SELECT id FROM conversations WHERE session_id = 'c')", worker_of(stack, long))
+    stack.query("UPDATE jobs SET worker = :worker WHERE conversation_id IN "
+                "(SELECT id FROM conversations WHERE session_id = 'c')", worker=worker_of(stack, long))
     quick = stack.wait_job(stack.submit(user_input="Say yes.", session_id="c", max_tokens=4)["job_id"])
     assert quick["status"] == "done" and worker_of(stack, quick["id"]) != worker_of(stack, long)
     assert quick["started_at"] < (stack.get(f"/api/jobs/{long}")["processed_at"] or "9"), "it waited for the busy one"

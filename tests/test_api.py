@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.models import Job, Message
+from app.models import Job, JobStatus, Message
 from app.extensions import db
-from tests.factories import MODEL, recorded_statements
+from tests.factories import MODEL, add_conversation, add_turn, recorded_statements
 
 
 def submit(client, headers, **body):
@@ -26,6 +26,15 @@ def test_submit_poll_status_and_list(client, api_headers, work):
     assert status["response"] == job["result"]
     listed = client.get("/chat/api/jobs?conversation_id=story-123", headers=api_headers).json["jobs"]
     assert [j["id"] for j in listed] == [job_id]
+
+
+def test_status_is_the_latest_answer_also_after_one_whose_job_is_gone(client, api_headers, owner):
+    """A message without a job (from before jobs, or imported) is older than every job's, on PostgreSQL too, where
+    a NULL job id sorts the other way."""
+    add_conversation("story-9", "Old days", user_id=owner.id)
+    db.session.add(Message(conversation_id="story-9", role="assistant", content="From before jobs"))
+    add_turn("story-9", "Again", JobStatus.DONE, "The latest answer", user_id=owner.id)
+    assert client.get("/chat/api/status/story-9", headers=api_headers).json["response"] == "The latest answer"
 
 
 def test_second_turn_sees_the_first_in_its_prompt(client, api_headers, work, prompts_seen):

@@ -29,6 +29,7 @@ json_bodies = st.one_of(json_values, st.fixed_dictionaries({"user_input": texts}
     "session_id": texts, "model": texts, "system_prompt": texts, "max_tokens": json_values, "stop": json_values,
     "temperature": json_values, "priority": texts}))
 DEEP = "[" * 100_000 + "]" * 100_000
+JSON_BODIES = ("/submit", "/api/conversations/import")  # the routes that read a JSON body of their own
 
 
 def routes(app, prefix: str) -> list:
@@ -60,7 +61,7 @@ def send(client, rule, choice, extra_headers: dict):
     url = url_for(rule, iter(path_values))
     headers = {**extra_headers, **({"Last-Event-ID": last_event_id} if last_event_id else {})}
     headers = {name: value for name, value in headers.items() if value.isprintable() and value.isascii()}
-    kwargs = {"data": json.dumps(body), "content_type": "application/json"} if rule.rule.endswith("submit") \
+    kwargs = {"data": json.dumps(body), "content_type": "application/json"} if rule.rule.endswith(JSON_BODIES) \
         else {"data": form}
     response = client.open(url, method=method, query_string=query, headers=headers, **kwargs)
     status = response.status_code

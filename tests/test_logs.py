@@ -31,7 +31,7 @@ def test_the_request_id_is_on_the_job_and_in_the_workers_lines_for_it_and_no_pro
     assert answer.headers["X-Request-ID"] == "trace-abc-123"
     job_id = answer.json()["job_id"]
     stack.wait_job(job_id)
-    assert stack.query("SELECT request_id FROM jobs WHERE id = ?", job_id) == [("trace-abc-123",)]
+    assert stack.query("SELECT request_id FROM jobs WHERE id = :id", id=job_id) == [("trace-abc-123",)]
     wait_for(lambda: any(f"job {job_id} ended" in line["message"] for line in lines(stack)))
     mine = [line for line in lines(stack) if line["request_id"] == "trace-abc-123"]
     assert {f"job {job_id} started", f"job {job_id} ended"} <= {" ".join(line["message"].split()[:3])

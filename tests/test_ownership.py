@@ -26,7 +26,8 @@ def test_another_users_key_and_session_find_none_of_my_work(stack):
     conversation = stack.query("SELECT id FROM conversations WHERE session_id = 'shared-name'")[0][0]
 
     for method, path in [("GET", f"/api/jobs/{job['id']}"), ("GET", f"/api/jobs/{job['id']}/events"),
-                         ("POST", f"/api/jobs/{job['id']}/cancel"), ("GET", "/api/status/shared-name")]:
+                         ("POST", f"/api/jobs/{job['id']}/cancel"), ("GET", "/api/status/shared-name"),
+                         ("GET", "/api/conversations/shared-name/export")]:
         assert answers(stack, method, path, bob) == 404, path
         assert answers(stack, method, path, alice) in (200, 409), path  # 409: cancelling a finished job
     assert requests.get(stack.url + "/api/jobs", headers=bob, timeout=10).json()["jobs"] == []
@@ -37,13 +38,13 @@ def test_another_users_key_and_session_find_none_of_my_work(stack):
     for method, path in [("GET", f"/conversations/{conversation}"), ("GET", f"/jobs/{job['id']}"),
                          ("GET", f"/jobs/{job['id']}/answer"), ("POST", f"/conversations/{conversation}/rename"),
                          ("POST", f"/conversations/{conversation}/delete"), ("POST", f"/jobs/{job['id']}/stop"),
-                         ("POST", f"/jobs/{job['id']}/regenerate"),
+                         ("POST", f"/jobs/{job['id']}/regenerate"), ("GET", f"/conversations/{conversation}/export"),
                          ("POST", f"/conversations/{conversation}/messages")]:
         assert answers(stack, method, path, session=browser, data={"title": "mine", "prompt": "hi",
                                                                    "model": MODEL}) == 404, path
     assert "Say hi." not in browser.get(stack.url + "/conversations", timeout=10).text
     assert f"job-row-{job['id']}" not in browser.get(stack.url + "/jobs", timeout=10).text
-    assert stack.query("SELECT title FROM conversations WHERE id = ?", conversation) == [("Say hi.",)]
+    assert stack.query("SELECT title FROM conversations WHERE id = :id", id=conversation) == [("Say hi.",)]
 
     admin = stack.signed_in("carol", PASSWORD)  # carol owns it: she may do all of that
     assert answers(stack, "GET", f"/conversations/{conversation}", session=admin) == 200

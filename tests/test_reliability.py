@@ -24,7 +24,7 @@ def cancel(stack, job_id):
 
 
 def assistant_messages(stack, job_id) -> int:
-    return stack.query("SELECT count(*) FROM messages WHERE job_id = ? AND role = 'assistant'", job_id)[0][0]
+    return stack.query("SELECT count(*) FROM messages WHERE job_id = :id AND role = 'assistant'", id=job_id)[0][0]
 
 
 def test_cancel_a_queued_job_it_never_runs(stack):
@@ -143,10 +143,11 @@ def test_300_concurrent_submits_two_workers(stack):
     assert stack.query("SELECT status, count(*) FROM jobs GROUP BY status") == [("done", 300)]
     for conversation in {c for _, c in submitted}:
         started = [row[0] for row in stack.query(
-            "SELECT id FROM jobs WHERE conversation_id = ? ORDER BY started_at, id", conversation)]
+            "SELECT id FROM jobs WHERE conversation_id = :id ORDER BY started_at, id", id=conversation)]
         assert started == sorted(started)
         turns = [row[0] for row in stack.query(
-            "SELECT job_id FROM messages WHERE conversation_id = ? AND role = 'assistant' ORDER BY id", conversation)]
+            "SELECT job_id FROM messages WHERE conversation_id = :id AND role = 'assistant' ORDER BY id",
+            id=conversation)]
         assert turns == sorted(turns)
     assert "database is locked" not in stack.log_text()
 

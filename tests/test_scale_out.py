@@ -1,28 +1,12 @@
 """The scale-out setup: PostgreSQL via DATABASE_URL and a networked Redis via REDIS_URL (the machine's own
 services), two workers, the real model. Skipped where those services are not running."""
 
-import uuid
-
-import psycopg
 import pytest
 from redis import Redis, RedisError
 
 from tests.stack import Stack
 
 REDIS = "redis://127.0.0.1:6379/15"
-
-
-@pytest.fixture
-def postgres_url():
-    try:
-        admin = psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
-    name = f"llamalith_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1/{name}"
-    admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
 
 
 @pytest.fixture

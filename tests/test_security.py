@@ -35,6 +35,7 @@ def test_session_cookies_are_secure_when_the_proxy_says_https(environ, user):
         db.engine.dispose()
 
 
+@pytest.mark.sqlite
 def test_the_instance_folder_and_database_are_private(app, settings):
     folder = settings.instance_path
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
@@ -70,7 +71,7 @@ def test_the_migration_gives_existing_keys_and_conversations_to_the_first_admin(
     downgrade(revision="e80b0d9c874b")
     connection = db.session.connection()
     connection.execute(sa.text("INSERT INTO api_keys (name, key_hash, prefix, interactive, created_at) "
-                               "VALUES ('old', 'x', 'llk_', 0, '2026-01-01')"))
+                               "VALUES ('old', 'x', 'llk_', false, '2026-01-01')"))
     connection.execute(sa.text("INSERT INTO conversations (id, title, created_at, updated_at) "
                                "VALUES ('story-123', 'Old', '2026-01-01', '2026-01-01')"))
     connection.execute(sa.text("INSERT INTO jobs (conversation_id, user_input, model, params, priority, status, "

@@ -16,4 +16,4 @@ def refused(refused: Refused):
     headers = {"Retry-After": "30"} if refused.status == 429 else None
     return error_response(refused.status, refused.code, refused.message, headers)
 
-from app.api import events, prompt_templates, routes  # noqa: E402,F401  (modules register their routes on bp)
+from app.api import conversations, events, prompt_templates, routes  # noqa: E402,F401  (modules register their routes on bp)

@@ -1,6 +1,8 @@
 """The JSON API's part of the OpenAPI document (app/openapi.py)."""
 
 from app.api.schemas import PromptTemplateRequest, SubmitRequest
+from app.conversation_files import ConversationFile
+from app.submissions import CONVERSATION_ID
 from app.models import JobStatus, Priority
 from app.openapi import Part, answer, errors, json_content, ref
 
@@ -89,6 +91,7 @@ def part(prefix: str) -> Part:
             "default": {"type": "string"}, "models": {"type": "array", "items": {"type": "object"}}}}),
         **errors("Error", 401, 429)})
     prompt_templates(api, prefix)
+    conversation_files(api, prefix)
     api.operation(f"{prefix}/openapi.json", "get", "This document", {"200": answer("the OpenAPI document",
                                                                                {"type": "object"})}, security=[])
     return api
@@ -109,3 +112,25 @@ def prompt_templates(api: Part, prefix: str) -> None:
         "200": answer("the version", ref("PromptTemplate")), **errors("Error", 400, 401, 404, 429)}, parameters=[
         {"name": "reference", "in": "path", "required": True, "description": "name (the latest version) or "
          "name@version", "schema": {"type": "string"}}])
+
+
+def conversation_files(api: Part, prefix: str) -> None:
+    document = api.model(ConversationFile)
+    api.operation(f"{prefix}/conversations/{{conversation_id}}/export", "get",
+                  "A conversation as a file: its JSON form (importable) or a Markdown transcript", {
+        "200": {"description": "the conversation's ended turns, as an attachment",
+                "content": {**json_content(document), "text/markdown": {"schema": {"type": "string"}}},
+                "headers": {"Content-Disposition": {"schema": {"type": "string"}}}},
+        **errors("Error", 400, 401, 404, 429)}, parameters=[
+        {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "format", "in": "query", "schema": {"enum": ["json", "md"], "default": "json"}}])
+    api.operation(f"{prefix}/conversations/import", "post", "Import a conversation from its JSON form", {
+        "201": answer("the conversation, stored", {"type": "object", "required": ["conversation_id", "title", "turns"],
+                                                    "properties": {"conversation_id": {"type": "string"},
+                                                                   "title": {"type": "string"},
+                                                                   "turns": {"type": "integer"}}},
+                      {"Location": {"schema": {"type": "string"}}}),
+        **errors("Error", 400, 401, 409, 413, 429)},
+        requestBody={"required": True, "content": json_content(document)}, parameters=[
+        {"name": "conversation_id", "in": "query", "description": "import under this id instead of the file's",
+         "schema": {"type": "string", "pattern": f"^{CONVERSATION_ID.pattern}$"}}])

@@ -23,6 +23,15 @@ def get_job(job_id: int) -> Job:
     return job
 
 
+def get_conversation(session_id: str) -> Conversation:
+    """The key's user's conversation by its `session_id`; another user's is as unknown as one that does not exist."""
+    conversation = db.session.scalar(select(Conversation).where(Conversation.user_id == g.api_key.user_id,
+                                                                Conversation.session_id == session_id))
+    if conversation is None:
+        raise APIError(404, "not_found", f"no conversation with id '{session_id}'")
+    return conversation
+
+
 @bp.post("/submit")
 def submit():
     try:
@@ -91,14 +100,11 @@ def cancel(job_id: int):
 @bp.get("/status/<conversation_id>")
 def status(conversation_id: str):
     """`conversation_id` is the owner's name for it, the `session_id` it was submitted with."""
-    conversation = db.session.scalar(select(Conversation).where(Conversation.user_id == g.api_key.user_id,
-                                                                Conversation.session_id == conversation_id))
-    if conversation is None:
-        raise APIError(404, "not_found", f"no conversation with id '{conversation_id}'")
+    conversation = get_conversation(conversation_id)
     last = db.session.scalar(
         select(Message.content)
         .where(Message.conversation_id == conversation.id, Message.role == "assistant")
-        .order_by(Message.job_id.desc(), Message.id.desc()).limit(1)
+        .order_by(Message.job_id.desc().nulls_last(), Message.id.desc()).limit(1)  # as SQLite sorts NULL unasked
     )
     return {"conversation_id": conversation_id, "response": last}
 

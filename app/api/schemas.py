@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from app.errors import APIError
+from app.errors import APIError, validation_message
 from app.llm import GenerationParams
 from app.prompt_templates import NAME as TEMPLATE_NAME
 from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_conversation_id, valid_text
@@ -83,9 +83,4 @@ def parse(schema: type[BaseModel], data: Any) -> BaseModel:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or "body"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        raise APIError(400, "invalid_request", f"{field}: {message}") from None
+        raise APIError(400, "invalid_request", validation_message(exc)) from None

@@ -8,7 +8,7 @@ from flask import abort, redirect, render_template, url_for
 from sqlalchemy import func, select
 
 from app import jobs
-from app.extensions import db
+from app.extensions import current, db
 from app.models import Job, JobStatus, Message
 from app.ui import bp, owned_or_404, viewable_or_404, wants_fragment
 
@@ -16,7 +16,8 @@ from app.ui import bp, owned_or_404, viewable_or_404, wants_fragment
 @dataclass
 class Answer:
     """A bubble's content: the text so far (or the final text), the queue position, and whether it may be
-    regenerated (the conversation's last answer, once it has ended)."""
+    regenerated (the conversation's last answer, once it has ended, by a model offered here: an imported
+    conversation's may not be)."""
 
     job: Job
     text: str
@@ -36,7 +37,8 @@ def answers_for(found: Iterable[Job], last_job_id: int | None = None) -> dict[in
             text = progress[job.id].partial or ""  # from the live token stream: tokens show up as they are made
         else:
             text = replies.get(job.id, job.result or "")
-        answers[job.id] = Answer(job, text, progress[job.id].position, job.id == last_job_id)
+        last = job.id == last_job_id and job.model in current().settings.offered_models
+        answers[job.id] = Answer(job, text, progress[job.id].position, last)
     return answers
 
 

@@ -22,9 +22,11 @@ def jobs_list():
              .outerjoin(User, User.id == Job.user_id).where(visible(Job.user_id)).order_by(Job.id.desc()))
     if status:
         query = query.where(Job.status == status)
+    if batch := request.args.get("batch", ""):  # the lines of one batch (the Batches page links here)
+        query = query.where(Job.batch_id == batch)
     page = paginate(db.session.execute, query, JOBS_PER_PAGE)
     template = "partials/_jobs_table.html" if wants_fragment() else "jobs.html"
-    return render_template(template, page=page, status=status, statuses=STATUSES,
+    return render_template(template, page=page, status=status, statuses=STATUSES, batch=batch,
                            active=any(not job.finished for job, *_ in page.items))
 
 

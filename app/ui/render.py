@@ -86,5 +86,13 @@ def took(job: Job) -> str:
     """How long a job ran (from its start, so time spent waiting in the queue is not counted)."""
     if not (job.started_at and job.processed_at):
         return "—"
-    seconds = (job.processed_at - job.started_at).total_seconds()
-    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return duration((job.processed_at - job.started_at).total_seconds())
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"

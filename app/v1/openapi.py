@@ -33,4 +33,80 @@ def part(prefix: str) -> Part:
                 "content": {**json_content(ref("ChatCompletion")), "text/event-stream": {"schema": {"type": "string"}}}},
         **errors("OpenAIError", 400, 401, 404, 409, 413, 429, 503, 504)},
         requestBody={"required": True, "content": json_content(request)})
+    files_and_batches(v1, prefix)
     return v1
+
+
+NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_STRING = {"type": ["string", "null"]}
+FILE = {"type": "object", "required": ["id", "object", "bytes", "created_at", "filename", "purpose"], "properties": {
+    "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer"},
+    "created_at": {"type": "integer"}, "filename": {"type": "string"},
+    "purpose": {"enum": ["batch", "batch_output"]}, "status": {"type": "string"}}}
+LINE_ERROR = {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                                             "param": NULLABLE_STRING, "line": NULLABLE_INT}}
+BATCH = {"type": "object", "required": ["id", "object", "endpoint", "input_file_id", "completion_window", "status",
+                                        "request_counts", "created_at"], "properties": {
+    "id": {"type": "string"}, "object": {"const": "batch"}, "endpoint": {"type": "string"},
+    "errors": {"oneOf": [{"type": "null"}, {"type": "object", "properties": {
+        "object": {"const": "list"}, "data": {"type": "array", "items": LINE_ERROR}}}]},
+    "input_file_id": {"type": "string"}, "completion_window": {"type": "string"},
+    "status": {"enum": ["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
+                        "cancelled"]},
+    "output_file_id": NULLABLE_STRING, "error_file_id": NULLABLE_STRING,
+    **{name: NULLABLE_INT for name in ("created_at", "expires_at", "in_progress_at", "finalizing_at", "completed_at",
+                                      "failed_at", "expired_at", "cancelling_at", "cancelled_at")},
+    "request_counts": {"type": "object", "required": ["total", "completed", "failed"], "properties": {
+        name: {"type": "integer"} for name in ("total", "completed", "failed")}},
+    "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}}}
+BATCH_REQUEST = {"type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
+                 "additionalProperties": False, "properties": {
+                     "input_file_id": {"type": "string"}, "endpoint": {"const": "/v1/chat/completions"},
+                     "completion_window": {"const": "24h"},
+                     "metadata": {"type": "object", "maxProperties": 16, "additionalProperties": {
+                         "type": "string", "maxLength": 512}}}}
+FILE_ID = [{"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+BATCH_ID = [{"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+
+def files_and_batches(v1: Part, prefix: str) -> None:
+    """OpenAI's Files and Batch APIs (app/v1/batches.py)."""
+    v1.schemas.update(File=FILE, Batch=BATCH)
+    v1.operation(f"{prefix}/files", "post", "Upload a batch input file (JSONL)", {
+        "200": answer("the file", ref("File")), **errors("OpenAIError", 400, 401, 413, 429)},
+        requestBody={"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "purpose"], "properties": {
+                "file": {"type": "string", "format": "binary"}, "purpose": {"const": "batch"}}}}}})
+    v1.operation(f"{prefix}/files", "get", "Your files", {
+        "200": answer("the files", {"type": "object", "required": ["object", "data"], "properties": {
+            "object": {"const": "list"}, "data": {"type": "array", "items": ref("File")}}}),
+        **errors("OpenAIError", 401, 429)},
+        parameters=[{"name": "purpose", "in": "query", "schema": {"type": "string"}}])
+    v1.operation(f"{prefix}/files/{{file_id}}", "get", "A file", {
+        "200": answer("the file", ref("File")), **errors("OpenAIError", 401, 404, 429)}, parameters=FILE_ID)
+    v1.operation(f"{prefix}/files/{{file_id}}", "delete", "Delete a file", {
+        "200": answer("deleted", {"type": "object", "required": ["id", "deleted"], "properties": {
+            "id": {"type": "string"}, "object": {"const": "file"}, "deleted": {"const": True}}}),
+        **errors("OpenAIError", 401, 404, 429)}, parameters=FILE_ID)
+    v1.operation(f"{prefix}/files/{{file_id}}/content", "get", "A file's content", {
+        "200": {"description": "the file as uploaded or written (JSONL)",
+                "content": {"application/jsonl": {"schema": {"type": "string"}}}},
+        **errors("OpenAIError", 401, 404, 429)}, parameters=FILE_ID)
+    v1.operation(f"{prefix}/batches", "post", "Start a batch: each line of the input file becomes a job", {
+        "200": answer("the batch: in_progress, or failed with the input file's errors", ref("Batch")),
+        **errors("OpenAIError", 400, 401, 404, 429)},
+        requestBody={"required": True, "content": json_content(BATCH_REQUEST)})
+    v1.operation(f"{prefix}/batches", "get", "Your batches, newest first", {
+        "200": answer("a page of batches", {"type": "object", "required": ["object", "data", "has_more"],
+                                            "properties": {"object": {"const": "list"},
+                                                           "data": {"type": "array", "items": ref("Batch")},
+                                                           "first_id": NULLABLE_STRING, "last_id": NULLABLE_STRING,
+                                                           "has_more": {"type": "boolean"}}}),
+        **errors("OpenAIError", 400, 401, 404, 429)}, parameters=[
+        {"name": "after", "in": "query", "schema": {"type": "string"}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}}])
+    v1.operation(f"{prefix}/batches/{{batch_id}}", "get", "A batch and its progress", {
+        "200": answer("the batch", ref("Batch")), **errors("OpenAIError", 401, 404, 429)}, parameters=BATCH_ID)
+    v1.operation(f"{prefix}/batches/{{batch_id}}/cancel", "post", "Cancel a batch: lines not yet run are dropped", {
+        "200": answer("the batch, cancelling or cancelled", ref("Batch")),
+        **errors("OpenAIError", 401, 404, 409, 429)}, parameters=BATCH_ID)

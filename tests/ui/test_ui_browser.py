@@ -1,9 +1,7 @@
 """End to end in Chromium against real processes: `python wsgi.py`, `python worker.py` with the real model,
-Redis and SQLite. Nothing is mocked; the test only waits for what a person would see."""
+Redis and the database. Nothing is mocked; the test only waits for what a person would see."""
 
 import re
-import sqlite3
-from pathlib import Path
 
 import requests
 from playwright.sync_api import expect
@@ -111,13 +109,11 @@ def test_stop_ends_a_running_answer_and_keeps_its_text(signed_in_page, web):
 
 def finish_job_with(stack, job_id: str, text: str) -> None:
     """Write an answer as the worker would, straight into the stack's database: a model's output we choose."""
-    database = Path(stack.env["LLAMALITH_INSTANCE"]) / "llamalith.db"
-    with sqlite3.connect(database, timeout=30) as connection:
-        connection.execute("UPDATE jobs SET status = 'done', result = ?, started_at = CURRENT_TIMESTAMP, "
-                           "processed_at = CURRENT_TIMESTAMP WHERE id = ?", (text, job_id))
-        connection.execute("INSERT INTO messages (conversation_id, role, content, created_at, job_id) "
-                           "SELECT conversation_id, 'assistant', ?, CURRENT_TIMESTAMP, id FROM jobs WHERE id = ?",
-                           (text, job_id))
+    stack.query("UPDATE jobs SET status = 'done', result = :text, started_at = CURRENT_TIMESTAMP, "
+                "processed_at = CURRENT_TIMESTAMP WHERE id = :id", text=text, id=int(job_id))
+    stack.query("INSERT INTO messages (conversation_id, role, content, created_at, job_id) "
+                "SELECT conversation_id, 'assistant', :text, CURRENT_TIMESTAMP, id FROM jobs WHERE id = :id",
+                text=text, id=int(job_id))
 
 
 def test_markup_in_prompts_and_answers_stays_text(signed_in_page, web):

@@ -1,0 +1,303 @@
+"""Batches: OpenAI's Batch API on Llamalith's queue. An uploaded JSONL file of chat completion requests is checked
+whole (any bad line fails the batch, with line numbers, and nothing is enqueued); then each line is a job at batch
+priority, in its own conversation unless the line's `user` names one. Keys take turns (jobs.release_lines), so a
+long batch does not hold back other keys' work. When the last line has ended, the output file (one line per
+answered request, `custom_id` kept) and the error file are written in the same transaction that ends the batch.
+
+Files are kept in the database, so every web node and worker can read and write them."""
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from app import jobs, submissions
+from app.errors import APIError
+from app.extensions import current, db
+from app.models import Batch, Job, JobStatus, Priority, StoredFile, utcnow
+from app.v1.routes import completion, job_failure, split_messages
+from app.v1.schemas import parse_chat_request
+
+ENDPOINT = "/v1/chat/completions"
+WINDOWS = {"24h": timedelta(hours=24)}
+MAX_LINES = 50_000
+MAX_ERRORS = 100  # a file with more bad lines reports the first ones
+UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+RUNNING = ("in_progress", "cancelling")  # a batch whose lines may still be running
+ENDS = {"in_progress": "completed", "cancelling": "cancelled"}
+
+
+# Files ------------------------------------------------------------------------------------------------------
+
+
+def store_file(owner: int, purpose: str, filename: str, content: bytes) -> StoredFile:
+    stored = StoredFile(id=f"file-{secrets.token_hex(12)}", user_id=owner, purpose=purpose, filename=filename,
+                        bytes=len(content), content=content)
+    db.session.add(stored)
+    db.session.commit()
+    return stored
+
+
+def owned_file(owner: int, file_id: str) -> StoredFile:
+    stored = db.session.get(StoredFile, file_id)
+    if stored is None or stored.user_id != owner:
+        raise APIError(404, "not_found", f"no file with id '{file_id}'", param="file_id")
+    return stored
+
+
+def file_json(stored: StoredFile) -> dict:
+    return {"id": stored.id, "object": "file", "bytes": stored.bytes, "created_at": _epoch(stored.created_at),
+            "filename": stored.filename, "purpose": stored.purpose, "status": "processed", "expires_at": None,
+            "status_details": None}
+
+
+# Making a batch --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Line:
+    """A checked line of an input file, ready to be a job."""
+
+    custom_id: str
+    job: Job
+    session_id: str
+
+
+def create(api_key, input_file_id: str, endpoint: str, window: str, metadata: dict | None) -> Batch:
+    """The batch, `in_progress` with its lines stored and the first ones enqueued, or `failed` with the errors of
+    its input file and nothing enqueued."""
+    if endpoint != ENDPOINT:
+        raise APIError(400, "invalid_request", f"endpoint must be '{ENDPOINT}'", param="endpoint")
+    if window not in WINDOWS:
+        raise APIError(400, "invalid_request", f"completion_window must be one of: {', '.join(WINDOWS)}",
+                       param="completion_window")
+    source = owned_file(api_key.user_id, input_file_id)
+    if source.purpose != "batch":
+        raise APIError(400, "invalid_request", f"file '{input_file_id}' was not uploaded with purpose 'batch'",
+                       param="input_file_id")
+    now = utcnow()
+    batch = Batch(id=f"batch_{secrets.token_hex(12)}", user_id=api_key.user_id, api_key_id=api_key.id,
+                  input_file_id=source.id, endpoint=endpoint, completion_window=window, meta=metadata,
+                  status="validating", created_at=now, expires_at=now + WINDOWS[window])
+    lines, errors = read_lines(source.content, batch, api_key)
+    if errors:
+        batch.status, batch.failed_at, batch.errors = "failed", utcnow(), errors[:MAX_ERRORS]
+    else:
+        batch.status, batch.in_progress_at, batch.total = "in_progress", utcnow(), len(lines)
+    db.session.add(batch)
+    db.session.commit()
+    if not errors:
+        jobs.add_lines([(line.job, line.session_id) for line in lines])
+    return batch
+
+
+def read_lines(content: bytes, batch: Batch, api_key) -> tuple[list[Line], list[dict]]:
+    """Every line checked as /v1/chat/completions checks a request, and every problem with its line number."""
+    lines, errors, seen = [], [], set()
+    try:
+        rows = content.decode().splitlines()
+    except UnicodeDecodeError:
+        return [], [_error(None, "invalid_file", "the file is not UTF-8 text")]
+    numbered = [(number, row) for number, row in enumerate(rows, 1) if row.strip()]
+    if not numbered:
+        errors.append(_error(None, "empty_file", "the file has no requests"))
+    if len(numbered) > MAX_LINES:
+        errors.append(_error(None, "too_many_requests", f"the file has {len(numbered)} requests; at most {MAX_LINES}"))
+    for number, row in numbered[:MAX_LINES]:
+        try:
+            line = read_line(number, row, batch, api_key)
+        except APIError as refused:
+            errors.append(_error(number, refused.code, refused.message, refused.param))
+            continue
+        if line.custom_id in seen:
+            errors.append(_error(number, "duplicate_custom_id", f"custom_id '{line.custom_id}' is used by an "
+                                                                "earlier line", "custom_id"))
+        seen.add(line.custom_id)
+        lines.append(line)
+    return lines, errors
+
+
+def read_line(number: int, row: str, batch: Batch, api_key) -> Line:
+    try:
+        request = json.loads(row)
+    except (ValueError, RecursionError):
+        raise APIError(400, "invalid_json", "the line is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise APIError(400, "invalid_request", "the line must be a JSON object")
+    unknown = sorted(request.keys() - {"custom_id", "method", "url", "body"})
+    if unknown:
+        raise APIError(400, "invalid_request", f"unknown field '{unknown[0]}'", param=unknown[0])
+    custom_id = request.get("custom_id")
+    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 512 or not submissions.valid_text(custom_id):
+        raise APIError(400, "invalid_request", "custom_id must be text of 1-512 characters", param="custom_id")
+    if request.get("method") != "POST":
+        raise APIError(400, "invalid_request", "method must be 'POST'", param="method")
+    if request.get("url") != batch.endpoint:
+        raise APIError(400, "invalid_request", f"url must be the batch's endpoint, '{batch.endpoint}'", param="url")
+    job, session_id = _job_for(request.get("body"), number, batch, api_key)
+    job.custom_id = custom_id
+    return Line(custom_id, job, session_id)
+
+
+def _job_for(body, number: int, batch: Batch, api_key) -> tuple[Job, str]:
+    """The line's request as a (not yet stored) job, and its conversation's session id."""
+    try:
+        chat = parse_chat_request(body)
+        if chat.stream:
+            raise APIError(400, "invalid_request", "stream is not available in a batch", param="stream")
+        if chat.model not in current().settings.offered_models:
+            raise APIError(400, "model_not_found", f"the model '{chat.model}' does not exist", param="model")
+        system_prompt, history, user_input = split_messages(chat.messages)
+        overrides = chat.generation_overrides()
+        model, system_prompt = submissions.check(chat.model, system_prompt, user_input, overrides)
+    except APIError as refused:
+        param = f"body.{refused.param}" if refused.param else "body"
+        raise APIError(400, refused.code, f"body: {refused.message}", param=param) from None
+    except submissions.Refused as refused:
+        raise APIError(400, refused.code, f"body: {refused.message}", param="body") from None
+    session_id = chat.user if chat.user and submissions.valid_conversation_id(chat.user) else f"{batch.id}-{number}"
+    job = Job(user_input=user_input, model=model, system_prompt=system_prompt, params=overrides,
+              priority=Priority.BATCH.value, api_key_id=api_key.id, user_id=api_key.user_id, history=history,
+              batch_id=batch.id)
+    return job, session_id
+
+
+def _error(line: int | None, code: str, message: str, param: str | None = None) -> dict:
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
+# While it runs, and when it ends -----------------------------------------------------------------------------
+
+
+def counts(batch: Batch) -> dict[str, int]:
+    """OpenAI's request_counts: done lines are completed; lines that ended otherwise are failed."""
+    if batch.completed is not None:
+        return {"total": batch.total, "completed": batch.completed, "failed": batch.failed}
+    by_status = dict(db.session.execute(select(Job.status, func.count()).where(Job.batch_id == batch.id)
+                                        .group_by(Job.status)).all())
+    ended = sum(count for status, count in by_status.items() if status not in UNFINISHED)
+    done = by_status.get(JobStatus.DONE.value, 0)
+    return {"total": batch.total, "completed": done, "failed": ended - done}
+
+
+def eta_seconds(batch: Batch, progress: dict[str, int]) -> float | None:
+    """The time the lines not yet ended should take, from the recent job durations of their model and the live
+    workers (other work on the queue, and other keys' batches taking turns, make it longer)."""
+    left = progress["total"] - progress["completed"] - progress["failed"]
+    model = db.session.scalar(select(Job.model).where(Job.batch_id == batch.id, Job.status.in_(UNFINISHED)).limit(1))
+    per_line = jobs.eta_per_position(model) if model else None
+    return left * per_line if left and per_line is not None else None
+
+
+def cancel(batch: Batch) -> Batch:
+    """in_progress -> cancelling: lines not started are cancelled at once, running ones are asked to stop; the
+    batch ends `cancelled` (with the answers it has) when the last one has ended."""
+    if batch.status != "in_progress":
+        raise APIError(409, "batch_not_cancellable", f"batch '{batch.id}' is {batch.status}")
+    db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status == batch.status)
+                       .values(status="cancelling", cancelling_at=utcnow()))
+    db.session.commit()
+    jobs.cancel_lines(batch.id)
+    settle(batch.id)
+    db.session.refresh(batch)
+    return batch
+
+
+def settle(batch_id: str) -> None:
+    """End the batch if none of its lines is queued or running any more: write its output and error files and set
+    its final status, all in one transaction (so a crash leaves it running, and the next settle ends it)."""
+    batch = db.session.get(Batch, batch_id)
+    if batch is None or batch.status not in RUNNING or _unfinished(batch_id):
+        return
+    final = "expired" if batch.expired_at else ENDS[batch.status]
+    now = utcnow()
+    ended = db.session.execute(update(Batch).where(Batch.id == batch_id, Batch.status == batch.status)
+                               .values(status=final, finalizing_at=now, **{f"{final}_at": now})).rowcount
+    if not ended:
+        db.session.rollback()
+        return
+    lines = db.session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.id)).all()
+    answered = [line for line in lines if line.status == JobStatus.DONE.value]
+    batch.completed, batch.failed = len(answered), len(lines) - len(answered)
+    batch.output_file_id = _write(batch, "output", [output_line(line) for line in answered])
+    batch.error_file_id = _write(batch, "errors", [error_line(line, batch) for line in lines
+                                                   if line.status != JobStatus.DONE.value])
+    db.session.commit()
+
+
+def _unfinished(batch_id: str) -> bool:
+    return db.session.scalar(select(Job.id).where(Job.batch_id == batch_id, Job.status.in_(UNFINISHED)).limit(1)) \
+        is not None
+
+
+def _write(batch: Batch, kind: str, rows: list[dict]) -> str | None:
+    if not rows:
+        return None
+    content = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    stored = StoredFile(id=f"file-{secrets.token_hex(12)}", user_id=batch.user_id, purpose="batch_output",
+                        filename=f"{batch.id}_{kind}.jsonl", bytes=len(content), content=content)
+    db.session.add(stored)
+    return stored.id
+
+
+def output_line(job: Job) -> dict:
+    return {"id": f"batch_req_{job.id}", "custom_id": job.custom_id,
+            "response": {"status_code": 200, "request_id": job.request_id or f"job-{job.id}",
+                         "body": completion(job, job.model, job.params)}, "error": None}
+
+
+def error_line(job: Job, batch: Batch) -> dict:
+    """A line that was not answered: its failure as /v1/chat/completions would have answered it, or why it never
+    ran (the batch was cancelled or expired first)."""
+    row = {"id": f"batch_req_{job.id}", "custom_id": job.custom_id, "response": None, "error": None}
+    if job.status == JobStatus.CANCELLED.value and job.started_at is None:
+        code = "batch_expired" if batch.expired_at else "batch_cancelled"
+        row["error"] = {"code": code, "message": "the request was not run: the batch was "
+                                                 f"{'past its completion window' if batch.expired_at else 'cancelled'}"}
+        return row
+    failure = job_failure(job)
+    row["response"] = {"status_code": failure.status, "request_id": job.request_id or f"job-{job.id}",
+                       "body": {"error": {"message": failure.message, "type": "server_error", "code": failure.code,
+                                          "param": None}}}
+    return row
+
+
+def expire_overdue() -> int:
+    """Batches past their completion window stop taking new lines: those not started are cancelled, the batch
+    ends `expired` when the running ones have ended. Returns how many expired."""
+    overdue = db.session.scalars(select(Batch.id).where(Batch.status == "in_progress", Batch.expired_at.is_(None),
+                                                        Batch.expires_at < utcnow())).all()
+    for batch_id in overdue:
+        db.session.execute(update(Batch).where(Batch.id == batch_id).values(expired_at=utcnow()))
+        db.session.commit()
+        jobs.cancel_lines(batch_id)
+        settle(batch_id)
+    return len(overdue)
+
+
+def maintain() -> None:
+    """The reconciler's part (in every worker): expire overdue batches, and end any whose last line ended while
+    nobody settled it (a worker that died between the two)."""
+    expire_overdue()
+    for batch_id in db.session.scalars(select(Batch.id).where(Batch.status.in_(RUNNING))).all():
+        settle(batch_id)
+
+
+# How the API shows a batch -------------------------------------------------------------------------------------
+
+
+def batch_json(batch: Batch) -> dict:
+    stamps = {name: _epoch(getattr(batch, name)) for name in (
+        "created_at", "expires_at", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+        "cancelling_at", "cancelled_at")}
+    return {"id": batch.id, "object": "batch", "endpoint": batch.endpoint,
+            "errors": {"object": "list", "data": batch.errors} if batch.errors else None,
+            "input_file_id": batch.input_file_id, "completion_window": batch.completion_window,
+            "status": batch.status, "output_file_id": batch.output_file_id, "error_file_id": batch.error_file_id,
+            **stamps, "request_counts": counts(batch), "metadata": batch.meta}
+
+
+def _epoch(moment: datetime | None) -> int | None:
+    return int((moment - datetime(1970, 1, 1)).total_seconds()) if moment else None
