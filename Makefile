@@ -66,7 +66,7 @@ run: setup
 test: setup
 	$(BIN)/pytest
 
-# The whole suite again with PostgreSQL, as CI runs it: each test makes its own database on the server that
+# The suite again with PostgreSQL, as CI runs it: each test with a database makes its own on the server that
 # TEST_DATABASE_URL names (tests/conftest.py), so its user needs CREATEDB there.
 TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 test-postgres: setup
