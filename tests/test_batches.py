@@ -55,6 +55,20 @@ def wait_until_ended(client: openai.OpenAI, batch_id: str, timeout: float = 240)
     raise AssertionError(f"batch {batch_id} still {batch.status} after {timeout} s: {batch.request_counts}")
 
 
+def sentences_batch(client: openai.OpenAI, prefix: str, count: int):
+    """A running batch of `count` lines, each asking for a sentence (long enough to be cancelled or killed midway)."""
+    uploaded = client.files.create(file=(f"{prefix}.jsonl", jsonl(
+        [line(f"{prefix}{i}", f"Write a sentence about the number {i}.", max_tokens=24) for i in range(count)])),
+        purpose="batch")
+    return client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+
+def wait_until_completed(client: openai.OpenAI, batch_id: str, lines: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while client.batches.retrieve(batch_id).request_counts.completed < lines and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def output_rows(client: openai.OpenAI, file_id: str) -> list[dict]:
     return [json.loads(row) for row in client.files.content(file_id).text.splitlines()]
 
@@ -112,14 +126,8 @@ def test_cancel_ends_the_lines_not_yet_run(openai_client, stack):
 def test_cancel_while_it_runs_keeps_the_answers_and_drops_the_rest(openai_client, stack):
     client = openai_client
     stack.start_worker()
-    uploaded = client.files.create(file=("many.jsonl", jsonl(
-        [line(f"m{i}", f"Write a sentence about the number {i}.", max_tokens=24) for i in range(20)])),
-        purpose="batch")
-    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                  completion_window="24h")
-    deadline = time.monotonic() + 120
-    while client.batches.retrieve(batch.id).request_counts.completed < 1 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    batch = sentences_batch(client, "m", 20)
+    wait_until_completed(client, batch.id, 1)
     assert client.batches.cancel(batch.id).status in ("cancelling", "cancelled")
     ended = wait_until_ended(client, batch.id)
     assert ended.status == "cancelled"
@@ -133,14 +141,8 @@ def test_a_batch_survives_its_worker_killed_and_redis_wiped_answering_every_line
     client = openai_client
     stack.env["RECONCILE_INTERVAL"] = "1"
     worker = stack.start_worker()
-    uploaded = client.files.create(file=("six.jsonl", jsonl(
-        [line(f"q{i}", f"Write a sentence about the number {i}.", max_tokens=24) for i in range(6)])),
-        purpose="batch")
-    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
-                                  completion_window="24h")
-    deadline = time.monotonic() + 120
-    while client.batches.retrieve(batch.id).request_counts.completed < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    batch = sentences_batch(client, "q", 6)
+    wait_until_completed(client, batch.id, 2)
     os.kill(worker.pid, signal.SIGKILL)
     Redis.from_url(stack.env["REDIS_URL"]).flushall()
     stack.start_worker()
