@@ -12,7 +12,7 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator,
                       ValidationError, model_validator)
 from sqlalchemy import select
 
-from app import jobs
+from app import jobs, submissions
 from app.errors import validation_message
 from app.extensions import current, db
 from app.llm import GenerationParams, Turn
@@ -219,13 +219,8 @@ def _filename(found: dict[str, Any]) -> str:
 
 
 def limit_body() -> None:
-    """An import may be larger than other requests (IMPORT_MAX_BYTES): its Content-Length is checked before the body
-    is read, and a body without one is cut off at the limit."""
-    limit = current().settings.import_max_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise Refused("too_large", f"the file is {request.content_length} bytes, over the limit of {limit} "
-                                   "(IMPORT_MAX_BYTES)", status=413)
-    request.max_content_length = limit
+    """An import may be larger than other requests (IMPORT_MAX_BYTES)."""
+    submissions.limit_body(current().settings.import_max_bytes, "IMPORT_MAX_BYTES")
 
 
 def parse(raw: bytes) -> ConversationFile:

@@ -40,6 +40,15 @@ def json_body() -> Any:
         raise Refused("invalid_json", "the JSON body is nested too deeply") from None
 
 
+def limit_body(limit: int, setting: str, code: str = "too_large") -> None:
+    """For a route whose body may be larger than other requests' (an import, a batch file): its Content-Length is
+    checked before the body is read, and a body without one is cut off at `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise Refused(code, f"the file is {request.content_length} bytes, over the limit of {limit} ({setting})",
+                      status=413)
+    request.max_content_length = limit
+
+
 def check_queue_room(api_key: ApiKey) -> None:
     """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting (its batches'
     lines aside: they take turns with other keys' instead, app/batches.py)."""

@@ -20,11 +20,10 @@ PAGE = 20  # batches per page unless `limit` says otherwise (1-100)
 @bp.post("/files")
 def upload_file():
     """multipart/form-data with `file` and `purpose=batch`; up to BATCH_FILE_MAX_BYTES."""
-    limit = current().settings.batch_file_max_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise APIError(413, "file_too_large", f"the upload is {request.content_length} bytes; the limit is {limit} "
-                                              "(BATCH_FILE_MAX_BYTES)")
-    request.max_content_length = limit
+    try:
+        submissions.limit_body(current().settings.batch_file_max_bytes, "BATCH_FILE_MAX_BYTES", "file_too_large")
+    except submissions.Refused as refused:
+        raise APIError(refused.status, refused.code, refused.message) from None
     if request.form.get("purpose") != "batch":
         raise APIError(400, "invalid_request", "purpose must be 'batch'", param="purpose")
     upload = request.files.get("file")
