@@ -1,5 +1,6 @@
 """CORS for browser callers of the JSON APIs (/api, /v1): off unless CORS_ORIGINS lists exact origins. API keys
-travel in headers, never cookies, so no credentials are allowed; a preflight needs no key."""
+travel in headers, never cookies, so no credentials are allowed; a preflight needs no key, and allows the methods
+the URL's routes have (DELETE /v1/files/{id} too)."""
 
 from flask import Flask, Response, request
 
@@ -16,13 +17,16 @@ def init_app(app: Flask) -> None:
         origin = request.headers.get("Origin")
         return origin if origin in allowed and request.path.startswith(faces) else None
 
+    def routed_methods() -> list[str]:
+        return sorted(app.create_url_adapter(request).allowed_methods())
+
     @app.before_request
     def preflight():
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             response = Response(status=204)
             if origin := allowed_origin():
                 response.headers.update({"Access-Control-Allow-Origin": origin,
-                                         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                                         "Access-Control-Allow-Methods": ", ".join(routed_methods()),
                                          "Access-Control-Allow-Headers": ALLOWED_HEADERS,
                                          "Access-Control-Max-Age": "600"})
             response.vary.add("Origin")

@@ -25,10 +25,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 BASE, IMAGE, PROJECT = "llamalith-base:test", "llamalith:test", "llamalith-test"
 DOCKER, COMPOSE = "/usr/bin/docker", "/usr/bin/docker-compose"
+# The commands the test runs that a machine may lack, and the Debian package each comes in.
+PACKAGES = {"dockerd": "docker.io", DOCKER: "docker.io", COMPOSE: "docker-compose", "debootstrap": "debootstrap"}
 ANSWER_TIMEOUT = 300  # seconds
 
 
 def main() -> None:
+    if lacking := missing_commands():
+        raise SystemExit(lacking)
     work = Path(tempfile.mkdtemp(prefix="llamalith-docker-"))
     environ = {**os.environ, "DOCKER_HOST": f"unix://{work}/docker.sock", "DOCKER_BUILDKIT": "1"}
     compose = [COMPOSE, "-p", PROJECT, "--project-directory", str(ROOT), "-f", str(work / "compose.yaml")]
@@ -44,6 +48,17 @@ def main() -> None:
     finally:
         teardown(environ, engine, compose, work)
     print("test-docker: passed")
+
+
+def missing_commands() -> str | None:
+    """One line naming the commands this machine lacks and the packages to install, checked before anything starts
+    (rather than a traceback halfway through)."""
+    missing = [command for command in PACKAGES if shutil.which(command) is None]
+    if not missing:
+        return None
+    packages = " ".join(dict.fromkeys(PACKAGES[command] for command in missing))
+    return (f"test-docker: {', '.join(Path(command).name for command in missing)} not found; as root, "
+            f"'apt-get install -y {packages}'")
 
 
 def make_base_rootfs(work: Path) -> Path:
