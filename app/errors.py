@@ -6,9 +6,10 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DataError
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound, default_exceptions
 
 from app.extensions import db
+from app.submissions import Refused
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,19 @@ OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                   param: str | None = None):
-    if _openai_face():
-        body = {"message": message, "type": OPENAI_TYPES.get(status, "server_error"), "code": code, "param": param}
-    else:
-        body = {"code": code, "message": message}
-    return jsonify(error=body), status, headers or {}
+                   param: str | None = None, kind: str | None = None):
+    """`kind` is OpenAI's error type where it is not the status's usual one."""
+    return jsonify(error=error_body(status, code, message, _openai_face(), param, kind)), status, headers or {}
+
+
+def error_body(status: int, code: str, message: str, openai: bool, param: str | None = None,
+               kind: str | None = None) -> dict:
+    """The answer's `error` object: OpenAI's shape on its face, ours elsewhere (also for what the web server refuses
+    before the app sees it, app/serving.py)."""
+    if openai:
+        return {"message": message, "type": kind or OPENAI_TYPES.get(status, "server_error"), "code": code,
+                "param": param}
+    return {"code": code, "message": message}
 
 
 def _openai_face() -> bool:
@@ -53,6 +61,17 @@ def _wants_json() -> bool:
     return "/api/" in request.path or _openai_face() or request.accept_mimetypes.best == "application/json"
 
 
+def _unserved_url(exc: NotFound | MethodNotAllowed):
+    """A URL or method /v1 does not serve, named as OpenAI's API names it ("Invalid URL (GET /v1/foo)"), so an SDK
+    or n8n shows what was asked for rather than a generic page-not-found text."""
+    asked = f"{request.method} {request.path}"
+    if isinstance(exc, MethodNotAllowed):
+        allowed = ", ".join(sorted(exc.valid_methods or ()))
+        return error_response(405, "method_not_allowed", f"Invalid method ({asked}); this URL takes {allowed}",
+                              {"Allow": allowed}, kind="invalid_request_error")
+    return error_response(404, "not_found", f"Invalid URL ({asked})", kind="invalid_request_error")
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(APIError)
     def api_error(exc: APIError):
@@ -60,10 +79,21 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
+        if _openai_face() and isinstance(exc, NotFound | MethodNotAllowed):
+            return _unserved_url(exc)
         if _wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
             return error_response(exc.code or 500, code, exc.description or exc.name)
         return render_template("error.html", error=exc), exc.code
+
+    @app.errorhandler(Refused)
+    def refused(refused: Refused):
+        """What the shared checks (app/submissions.py) refused, where a route did not answer it itself: the same
+        status and code on every face (a body nested too deeply, on any route that reads JSON)."""
+        if _wants_json():
+            headers = {"Retry-After": "30"} if refused.status == 429 else None
+            return error_response(refused.status, refused.code, refused.message, headers)
+        return http_error(default_exceptions.get(refused.status, BadRequest)(refused.message))
 
     @app.errorhandler(DataError)
     def unstorable_value(exc: DataError):

@@ -20,18 +20,17 @@ from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException
-from rq.worker import Worker
-from sqlalchemy import ColumnElement, and_, case, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from app import affinity, logs, metrics, streams, webhooks
+from app import affinity, logs, metrics, streams, submissions, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
-from app.models import (Conversation, Job, JobStatus, Message, Priority, PromptTemplate, conversation_turns, iso,
-                        utcnow)
+from app.models import (Batch, Conversation, Job, JobStatus, Message, Priority, PromptTemplate, conversation_turns,
+                        iso, utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +49,12 @@ def queue_name(model: str, priority: str) -> str:
 
 
 def worker_queues(models: list[str], connection) -> list[Queue]:
-    """Interactive queues first: a worker always prefers them (aged batch jobs are moved there); webhook deliveries
-    last."""
+    """Interactive queues first: a worker always prefers them (aged batch jobs are moved there)."""
     return [
         Queue(queue_name(model, priority.value), connection=connection)
         for priority in (Priority.INTERACTIVE, Priority.BATCH)
         for model in models
-    ] + [Queue(webhooks.QUEUE, connection=connection)]
+    ]
 
 
 RQ_PREFIX = "llamalith-"
@@ -121,7 +119,9 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
     id `conversation_id` if given), then enqueue. `history` ([user, assistant] pairs) replaces the conversation's
     stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest); `callback_url` gets the
     job's JSON when it ends (app/webhooks.py); `prompt_template` and `variables` are what the system prompt was
-    filled from. If Redis is down the job is still accepted: the reconciler enqueues it when Redis is back."""
+    filled from. A key's submits are refused over its cap on waiting jobs
+    (submissions.claim_queue_room). If Redis is down the job is still accepted: the reconciler enqueues it when Redis
+    is back."""
     extra = dict(zip(("idempotency_key", "request_digest"), idempotency or ()))
     if prompt_template:
         extra.update(prompt_template_id=prompt_template.id, prompt_variables=variables)
@@ -129,6 +129,8 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
         extra.update(callback_url=callback_url, callback_status=webhooks.PENDING)
     try:
         with _one_writer():
+            if api_key_id is not None:
+                submissions.claim_queue_room(api_key_id)
             conversation_id = _ensure_conversation(owner, session_id, _title(user_input), conversation_id)
             job = _add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner,
                            history, **extra)
@@ -204,44 +206,71 @@ class ConversationExists(Exception):
     """The owner already has a conversation with this id."""
 
 
-def add_ended(conversation: Conversation, turns: Iterable[tuple[Job | None, str | None, str | None]]) -> None:
+def add_ended(conversation: Conversation, turns: list[tuple[dict | None, str | None, str | None]]) -> None:
     """Store a conversation whose turns all ended elsewhere (an imported file) in one transaction, and enqueue
-    nothing. Each turn is (its finished job, the user's message, the answer), in order: a turn's place is its job's
-    id. A turn without a job is a message kept without one. Stores nothing, and raises ConversationExists, when the
-    owner already has a conversation with its session id."""
+    nothing. Each turn is (its finished job's columns, the user's message, the answer), in order: a turn's place is
+    its job's id. A turn without a job is a message kept without one. A few statements whatever the number of turns
+    (10,000 turns, one at a time, held the database for 15 s). Stores nothing, and raises ConversationExists, when
+    the owner already has a conversation with its session id."""
     conversation.id = secrets.token_hex(8)
+    request_id = logs.request_id.get()
     try:
         with _one_writer():
             db.session.add(conversation)
+            db.session.flush()
+            job_ids = iter(_insert_jobs([{**job, "conversation_id": conversation.id, "user_id": conversation.user_id,
+                                          "request_id": request_id} for job, _, _ in turns if job is not None]))
+            messages = []
             for job, user, assistant in turns:
-                if job is not None:
-                    job.conversation_id, job.user_id = conversation.id, conversation.user_id
-                    job.request_id = logs.request_id.get()
-                    db.session.add(job)
-                    db.session.flush()  # the job's id, for its messages
-                db.session.add_all(Message(conversation_id=conversation.id, role=role, content=text,
-                                           job_id=job.id if job else None)
-                                   for role, text in (("user", user), ("assistant", assistant)) if text is not None)
+                job_id = next(job_ids) if job is not None else None
+                messages += [{"conversation_id": conversation.id, "role": role, "content": text, "job_id": job_id}
+                             for role, text in (("user", user), ("assistant", assistant)) if text is not None]
+            _insert_messages(messages)
             db.session.commit()
     except IntegrityError:
         db.session.rollback()
         raise ConversationExists(f"there is already a conversation '{conversation.session_id}'") from None
 
 
-def add_lines(lines: list[tuple[Job, str]]) -> None:
-    """Store a batch's lines (each a job, and the session id of the owner's conversation it goes in) as held jobs
-    with their user messages, in one transaction; then release the first few (`release_lines`)."""
+def add_lines(owner: int, lines: list[tuple[dict, str]]) -> None:
+    """Store some of a batch's lines (each a job's columns, and the session id of the owner's conversation it goes
+    in) as held jobs with their user messages, in one short transaction of a few statements. They wait for their
+    batch to be `in_progress` before `release_lines` enqueues any (app/batches.py writes a big file this way, a
+    chunk at a time, so that other writers get in between)."""
+    request_id = logs.request_id.get()
     with _one_writer():
-        for job, session_id in lines:
-            job.conversation_id = _ensure_conversation(job.user_id, session_id, _title(job.user_input), None)
-            job.held, job.request_id = True, logs.request_id.get()
-            db.session.add(job)
-        db.session.flush()
-        db.session.add_all(Message(conversation_id=job.conversation_id, role="user", content=job.user_input,
-                                   job_id=job.id) for job, _ in lines)
+        titles = {session_id: _title(job["user_input"]) for job, session_id in reversed(lines)}  # the first's title
+        conversations = _ensure_conversations(owner, titles)
+        rows = [{**job, "conversation_id": conversations[session_id], "user_id": owner, "held": True,
+                 "request_id": request_id} for job, session_id in lines]
+        _insert_messages([{"conversation_id": row["conversation_id"], "role": "user", "content": row["user_input"],
+                           "job_id": job_id} for row, job_id in zip(rows, _insert_jobs(rows))])
         db.session.commit()
-    if lines:
-        release_lines(lines[0][0].api_key_id)
+
+
+def _ensure_conversations(owner: int, titles: dict[str, str]) -> dict[str, str]:
+    """The internal ids of the owner's conversations named by `titles`' session ids, those that are new made with
+    that title, in one upsert."""
+    dialect_insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
+    now = utcnow()
+    upsert = dialect_insert(Conversation).values([
+        {"id": secrets.token_hex(8), "session_id": session_id, "title": title, "user_id": owner, "created_at": now,
+         "updated_at": now} for session_id, title in titles.items()])
+    return dict(db.session.execute(upsert.on_conflict_do_update(index_elements=["user_id", "session_id"],
+                                                                set_={"updated_at": now})
+                                   .returning(Conversation.session_id, Conversation.id)).all())
+
+
+def _insert_jobs(rows: list[dict]) -> list[int]:
+    """Job rows in one statement (or a few: SQLAlchemy splits by the driver's limits); their ids, in order."""
+    if not rows:
+        return []
+    return list(db.session.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), rows))
+
+
+def _insert_messages(rows: list[dict]) -> None:
+    if rows:
+        db.session.execute(insert(Message), rows)
 
 
 def release_lines(api_key_id: int | None) -> int:
@@ -253,7 +282,8 @@ def release_lines(api_key_id: int | None) -> int:
                                                     Job.batch_id.is_not(None), Job.held.is_(False)))
     if room <= 0:
         return 0
-    next_lines = (select(Job.id).where(Job.held.is_(True), Job.api_key_id == api_key_id)
+    started = select(Batch.id).where(Batch.status == "in_progress")  # not one still storing its lines
+    next_lines = (select(Job.id).where(Job.held.is_(True), Job.api_key_id == api_key_id, Job.batch_id.in_(started))
                   .order_by(Job.id).limit(room).scalar_subquery())
     released = db.session.scalars(update(Job).where(Job.id.in_(next_lines), Job.held.is_(True))
                                   .values(held=False).returning(Job.id)).all()
@@ -538,8 +568,7 @@ def reconcile() -> dict[str, int]:
     for api_key_id in db.session.scalars(select(Job.api_key_id).where(Job.held.is_(True)).distinct()):
         counts["enqueued"] += release_lines(api_key_id)  # a released line may have been lost with Redis
     for job in webhooks.due():  # also the ends the worker did not see: expiry, a lost worker's last attempt
-        if not _pending_in(webhooks.rq_id(job), webhooks.QUEUE):
-            webhooks.enqueue(job)
+        webhooks.enqueue(job)
     return counts
 
 
@@ -660,6 +689,7 @@ def job_json(job: Job, known: Progress | None = None) -> dict:
         "error": {"code": job.error_code, "message": job.error} if job.error_code else None,
         "priority": job.priority,
         "attempts": job.attempts,
+        "request_id": job.request_id,
         "queue_position": seen.position,
         "eta_seconds": seen.eta_seconds,
         "created_at": iso(job.created_at),
@@ -686,9 +716,8 @@ def _millis(start, end) -> int:
 
 
 def live_workers(model: str) -> int:
-    redis = current().redis
     try:
-        return Worker.count(connection=redis, queue=Queue(queue_name(model, Priority.BATCH.value), connection=redis))
+        return sum(model in served for served in affinity.live_workers(current().redis).values())
     except RedisError:
         return 0
 

@@ -188,6 +188,24 @@ def test_a_repeated_idempotency_key_returns_the_same_job_and_a_different_body_is
     assert submit(client, {**api_headers, "Idempotency-Key": "bad key"}, user_input="x").status_code == 400
 
 
+def test_the_job_json_carries_the_request_id_of_the_request_that_made_it(client, api_headers):
+    made = submit(client, {**api_headers, "X-Request-ID": "n8n-run-42"}, user_input="Hello.")
+    job_id = made.json["job_id"]
+    assert made.json["request_id"] == "n8n-run-42"
+    assert client.get(f"/chat/api/jobs/{job_id}", headers=api_headers).json["request_id"] == "n8n-run-42"
+    assert client.get("/chat/api/jobs", headers=api_headers).json["jobs"][0]["request_id"] == "n8n-run-42"
+    unnamed = submit(client, api_headers, user_input="Hello again.")
+    assert unnamed.json["request_id"] == unnamed.headers["X-Request-ID"]  # the one the server made
+
+
+def test_frequency_and_presence_penalties_are_job_params_within_openais_bounds(client, api_headers):
+    made = submit(client, api_headers, user_input="Hello.", frequency_penalty=0.5, presence_penalty=-1.5)
+    assert made.status_code == 202 and made.json["params"] == {"frequency_penalty": 0.5, "presence_penalty": -1.5}
+    for name in ("frequency_penalty", "presence_penalty"):
+        refused = submit(client, api_headers, user_input="Hello.", **{name: 2.5})
+        assert refused.status_code == 400 and name in refused.json["error"]["message"]
+
+
 def test_an_idempotency_key_is_free_again_after_24_hours(client, api_headers):
     from datetime import timedelta
 

@@ -61,6 +61,22 @@ def test_earlier_turns_sent_along_are_the_prompts_history(client, stack):
     assert stack.get("/api/jobs?conversation_id=sdk-chat")["jobs"][0]["id"] == job["id"]
 
 
+def test_frequency_and_presence_penalties_reach_the_job_and_the_sampler(client, stack):
+    question = [{"role": "user", "content": "List the numbers from one to twenty in words."}]
+    plain = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=24, messages=question)
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, temperature=0, max_tokens=24,
+                                                           messages=question, frequency_penalty=2, presence_penalty=2)
+    penalised = raw.parse().choices[0].message.content
+    job = stack.get(f"/api/jobs/{raw.headers['X-Llamalith-Job-Id']}")
+    assert job["status"] == "done" and job["result"] == penalised
+    assert (job["params"]["frequency_penalty"], job["params"]["presence_penalty"]) == (2, 2)
+    assert penalised != plain.choices[0].message.content  # llama.cpp's sampler applied them
+    for name in ("frequency_penalty", "presence_penalty"):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=MODEL, messages=question, **{name: 2.5})  # OpenAI's bounds: -2..2
+        assert refused.value.body["param"] == name
+
+
 def test_a_bad_key_and_unsupported_features_are_clear_errors(client, stack):
     bad = openai.OpenAI(base_url=stack.url + "/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
@@ -79,6 +95,18 @@ def test_a_bad_key_and_unsupported_features_are_clear_errors(client, stack):
         client.chat.completions.create(model=MODEL, messages=[{"role": "assistant", "content": "no question"}])
     error = requests.post(stack.url + "/v1/chat/completions", headers=stack.headers, json={"model": MODEL}).json()
     assert set(error["error"]) == {"message", "type", "code", "param"} and error["error"]["param"] == "messages"
+
+
+def test_an_unserved_url_or_method_is_an_openai_error_naming_it(client, stack):
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.embeddings.create(model=MODEL, input="hi")
+    assert unknown.value.body == {"message": "Invalid URL (POST /chat/v1/embeddings)", "type": "invalid_request_error",
+                                  "code": "not_found", "param": None}
+    wrong = requests.delete(stack.url + "/v1/models", headers=stack.headers, timeout=10)
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert wrong.json()["error"] == {"message": "Invalid method (DELETE /chat/v1/models); this URL takes GET, HEAD, "
+                                                "OPTIONS", "type": "invalid_request_error",
+                                     "code": "method_not_allowed", "param": None}
 
 
 def test_the_readme_example_runs_as_written(client, stack):
@@ -103,6 +131,7 @@ def test_an_idempotent_chat_completion_is_one_job(client, stack):
     again = client.chat.completions.with_raw_response.create(model=MODEL, messages=hello, max_tokens=4,
                                                              extra_headers={"Idempotency-Key": "greet-1"})
     assert first.headers["X-Llamalith-Job-Id"] == again.headers["X-Llamalith-Job-Id"]
+    assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
     assert first.parse().choices[0].message.content == again.parse().choices[0].message.content
     with pytest.raises(openai.ConflictError):
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Something else."}],

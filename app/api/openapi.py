@@ -12,9 +12,8 @@ RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}}}
 JOB = {
     "type": "object",
     "required": ["id", "conversation_id", "user_input", "model", "system_prompt", "prompt_template", "variables",
-                 "params", "status", "result",
-                 "error", "priority", "attempts", "queue_position", "eta_seconds", "created_at", "started_at",
-                 "processed_at", "usage", "callback"],
+                 "params", "status", "result", "error", "priority", "attempts", "request_id", "queue_position",
+                 "eta_seconds", "created_at", "started_at", "processed_at", "usage", "callback"],
     "properties": {
         "id": {"type": "integer"}, "conversation_id": {"type": "string"}, "user_input": {"type": "string"},
         "model": {"type": "string"}, "system_prompt": NULLABLE_STRING, "params": {"type": "object"},
@@ -25,6 +24,7 @@ JOB = {
         "error": {"oneOf": [{"type": "null"}, {"type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "message": {"type": "string"}}}]},
         "priority": {"enum": [priority.value for priority in Priority]}, "attempts": {"type": "integer"},
+        "request_id": {**NULLABLE_STRING, "description": "the X-Request-ID of the request that made it"},
         "queue_position": NULLABLE_INT, "eta_seconds": {"type": ["number", "null"]},
         "created_at": {"type": "string"}, "started_at": NULLABLE_STRING, "processed_at": NULLABLE_STRING,
         "usage": {"type": "object", "properties": {name: NULLABLE_INT for name in (

@@ -80,6 +80,8 @@ class LoadedModel:
             top_p=params.top_p,
             top_k=params.top_k,
             repeat_penalty=params.repeat_penalty,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
             mirostat_mode=params.mirostat_mode,
             mirostat_tau=params.mirostat_tau,
             mirostat_eta=params.mirostat_eta,

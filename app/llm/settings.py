@@ -19,6 +19,10 @@ class GenerationParams(Strict):
     top_p: float = Field(0.95, gt=0, le=1, description="sample only from the likeliest tokens covering this mass")
     top_k: int = Field(40, ge=0, le=1000, description="sample only from this many likeliest tokens; 0: all")
     repeat_penalty: float = Field(1.1, ge=0, le=5, description="above 1 discourages repeating recent tokens")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="above 0 discourages a token the more often it "
+                                                                     "appeared already (OpenAI's bounds)")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="above 0 discourages any token that appeared "
+                                                                    "already (OpenAI's bounds)")
     mirostat_mode: int = Field(0, ge=0, le=2, description="Mirostat sampling: 0 off, 1 or 2")
     mirostat_tau: float = Field(5.0, ge=0, le=20, description="Mirostat's target surprise")
     mirostat_eta: float = Field(0.1, ge=0, le=1, description="Mirostat's learning rate")

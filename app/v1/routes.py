@@ -47,12 +47,14 @@ def get_model(model_id: str):
 def chat_completions():
     give_back = take_reader_slot("retry shortly")
     try:
-        body, job = submit()
+        body, job, replayed = submit()
     except BaseException:
         give_back()
         raise
     model, overrides = job.model, body.generation_overrides()
     headers = {"X-Llamalith-Job-Id": str(job.id)}
+    if replayed:  # as on POST /api/submit: the answer comes from the job an earlier request made
+        headers["Idempotent-Replayed"] = "true"
     if body.stream:
         chunks = stream_with_context(completion_chunks(job.id, model, body))
         response = Response(chunks, mimetype="text/event-stream",
@@ -66,26 +68,26 @@ def chat_completions():
     return completion(finished, model, overrides), 200, headers
 
 
-def submit() -> tuple[ChatCompletionRequest, Job]:
-    """The request and its job: a new one, or the one an earlier request with the same Idempotency-Key made."""
+def submit() -> tuple[ChatCompletionRequest, Job, bool]:
+    """The request and its job: a new one, or (and True) the one an earlier request with the same Idempotency-Key
+    made."""
     try:
         data = submissions.json_body()
         body = parse_chat_request(data)
         idempotency = submissions.idempotency(data)
         if idempotency and (earlier := submissions.replayed(g.api_key, idempotency)):
-            return body, earlier
+            return body, earlier, True
         if body.model not in current().settings.offered_models:
             raise APIError(404, "model_not_found", f"the model '{body.model}' does not exist", param="model")
         system_prompt, history, user_input = split_messages(body.messages)
         overrides = body.generation_overrides()
         model, system_prompt = submissions.check(body.model, system_prompt, user_input, overrides)
-        submissions.check_queue_room(g.api_key)
         priority = Priority.INTERACTIVE.value if g.api_key.interactive else Priority.BATCH.value
         return body, jobs.submit(g.api_key.user_id, conversation_name(body), user_input, model, system_prompt,
                                  overrides, priority=priority, api_key_id=g.api_key.id, history=history,
-                                 idempotency=idempotency)
+                                 idempotency=idempotency), False
     except jobs.AlreadySubmitted:
-        return body, submissions.replayed(g.api_key, idempotency)
+        return body, submissions.replayed(g.api_key, idempotency), True
     except submissions.Refused as refused:
         raise APIError(refused.status, refused.code, refused.message) from None
 

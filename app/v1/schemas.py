@@ -11,7 +11,6 @@ from app.submissions import MAX_INPUT_CHARS, valid_text
 # Fields OpenAI defines that Llamalith does not serve: a request that uses them gets a 400 naming the field.
 UNSUPPORTED = {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "logprobs",
                "top_logprobs", "logit_bias", "audio", "modalities", "prediction", "web_search_options"}
-ZERO_OR_NONE = {"frequency_penalty", "presence_penalty"}  # accepted at their neutral value only
 
 
 class Part(BaseModel):
@@ -46,6 +45,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     n: int | None = None
@@ -70,7 +71,8 @@ class ChatCompletionRequest(BaseModel):
 
     def generation_overrides(self) -> dict[str, Any]:
         overrides = {"max_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
-                     "top_p": self.top_p, "seed": self.seed,
+                     "top_p": self.top_p, "frequency_penalty": self.frequency_penalty,
+                     "presence_penalty": self.presence_penalty, "seed": self.seed,
                      "stop": [self.stop] if isinstance(self.stop, str) else self.stop}
         return {name: value for name, value in overrides.items() if value is not None}
 
@@ -81,9 +83,6 @@ def parse_chat_request(data: Any) -> ChatCompletionRequest:
     for name in sorted(UNSUPPORTED & data.keys()):
         if data[name] not in (None, False, [], {}):
             raise APIError(400, "unsupported_parameter", f"'{name}' is not supported by this server", param=name)
-    for name in sorted(ZERO_OR_NONE & data.keys()):
-        if data[name] not in (None, 0, 0.0):
-            raise APIError(400, "unsupported_parameter", f"'{name}' is supported only as 0", param=name)
     try:
         request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
