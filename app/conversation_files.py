@@ -12,9 +12,9 @@ from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator,
                       ValidationError, model_validator)
 from sqlalchemy import select
 
-from app import jobs, submissions
+from app import jobs
 from app.errors import validation_message
-from app.extensions import current, db
+from app.extensions import db
 from app.llm import GenerationParams, Turn
 from app.models import Conversation, Job, conversation_turns, iso, utcnow
 from app.submissions import CONVERSATION_ID, MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, Refused
@@ -218,11 +218,6 @@ def _filename(found: dict[str, Any]) -> str:
 # Import --------------------------------------------------------------------------------------------------
 
 
-def limit_body() -> None:
-    """An import may be larger than other requests (IMPORT_MAX_BYTES)."""
-    submissions.limit_body(current().settings.import_max_bytes, "IMPORT_MAX_BYTES")
-
-
 def parse(raw: bytes) -> ConversationFile:
     """The whole file, checked; the first problem found is refused with its path."""
     try:
@@ -245,12 +240,12 @@ def store(owner: int, file: ConversationFile, session_id: str | None = None) -> 
     return conversation
 
 
-def _job(turn: ConversationTurn) -> Job | None:
-    """A finished job row from the file's: no worker ran it here, so it has no attempts."""
+def _job(turn: ConversationTurn) -> dict[str, Any] | None:
+    """The columns of a finished job row from the file's: no worker ran it here, so it has no attempts."""
     if turn.job is None:
         return None
     job, error = turn.job, turn.job.error
-    return Job(user_input=turn.user, model=job.model, system_prompt=job.system_prompt, params=job.params,
-               status=job.status, result=turn.assistant or "", error_code=error.code if error else None,
-               error=error.message if error else None, attempts=0, created_at=job.created_at,
-               started_at=job.started_at, processed_at=job.processed_at, **job.usage.model_dump())
+    return dict(user_input=turn.user, model=job.model, system_prompt=job.system_prompt, params=job.params,
+                status=job.status, result=turn.assistant or "", error_code=error.code if error else None,
+                error=error.message if error else None, attempts=0, created_at=job.created_at,
+                started_at=job.started_at, processed_at=job.processed_at, **job.usage.model_dump())

@@ -4,11 +4,12 @@
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from flask import request
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app import webhooks
 from app.extensions import current, db
@@ -40,28 +41,75 @@ def json_body() -> Any:
         raise Refused("invalid_json", "the JSON body is nested too deeply") from None
 
 
-def limit_body(limit: int, setting: str, code: str = "too_large") -> None:
-    """For a route whose body may be larger than other requests' (an import, a batch file): its Content-Length is
-    checked before the body is read, and a body without one is cut off at `limit`."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Refused(code, f"the file is {request.content_length} bytes, over the limit of {limit} ({setting})",
-                      status=413)
-    request.max_content_length = limit
+class BodyLimit(NamedTuple):
+    limit: int  # bytes
+    setting: str  # its name, as the environment spells it
+    code: str  # the code of the 413
+
+    def check(self, length: int | None) -> None:
+        """Refuses a body whose Content-Length is over the limit."""
+        if length is not None and length > self.limit:
+            raise Refused(self.code, f"the body is {length} bytes, over the limit of {self.limit} ({self.setting})",
+                          status=413)
 
 
-def check_queue_room(api_key: ApiKey) -> None:
+def larger_body(setting: str, code: str = "too_large") -> Callable[[Callable], Callable]:
+    """Marks a view whose body may be larger than MAX_REQUEST_BYTES (an import, a batch file): up to the setting
+    named. The web server refuses a longer Content-Length before reading the body (app/serving.py), and the view
+    calls `limit_body` for bodies sent without one."""
+
+    def mark(view: Callable) -> Callable:
+        view.body_limit = (setting, code)
+        return view
+
+    return mark
+
+
+def body_limit(settings, view: Callable | None) -> BodyLimit:
+    """The largest body `view` takes: its `larger_body` mark, else MAX_REQUEST_BYTES."""
+    setting, code = getattr(view, "body_limit", ("max_request_bytes", "too_large"))
+    return BodyLimit(getattr(settings, setting), setting.upper(), code)
+
+
+def limit_body() -> None:
+    """In a view marked `larger_body`: its Content-Length is checked before the body is read, and a body without
+    one is cut off at the limit."""
+    limit = body_limit(current().settings, current().view_functions.get(request.endpoint))
+    limit.check(request.content_length)
+    request.max_content_length = limit.limit
+
+
+def claim_queue_room(api_key_id: int) -> None:
     """One automation cannot fill the queue for everyone: a key has at most max_queued jobs waiting (its batches'
-    lines aside: they take turns with other keys' instead, app/batches.py)."""
-    limit = api_key.max_queued or current().settings.max_queued_per_key
+    lines aside: they take turns with other keys' instead, app/batches.py). Runs in the transaction that adds the
+    key's job, before the insert.
+
+    The no-op UPDATE of the key's row opens that transaction with the row's lock (PostgreSQL) or the database's
+    write lock (SQLite), held until the commit, so submits with one key, from any thread or web process, count
+    one after another. Counting rows, rather than keeping a counter, means nothing has to be given back when a
+    job starts, is cancelled or is reconciled: the count cannot drift."""
+    own_limit = db.session.execute(update(ApiKey).where(ApiKey.id == api_key_id)
+                                   .values(max_queued=ApiKey.max_queued).returning(ApiKey.max_queued)
+                                   .execution_options(synchronize_session=False)).scalar_one()
+    limit = own_limit or current().settings.max_queued_per_key
     waiting = db.session.scalar(select(func.count()).select_from(Job).where(
-        Job.api_key_id == api_key.id, Job.status == JobStatus.QUEUED.value, Job.batch_id.is_(None)))
+        Job.api_key_id == api_key_id, Job.status == JobStatus.QUEUED.value, Job.batch_id.is_(None)))
     if waiting >= limit:
+        db.session.rollback()  # gives the lock back at once
         raise Refused("too_many_queued", f"this key already has {waiting} jobs waiting (its limit is {limit}); "
                                          "submit more when some have started", status=429)
 
 
 def valid_conversation_id(value: str) -> bool:
     return CONVERSATION_ID.fullmatch(value) is not None
+
+
+def whole_number(value: str, low: int, high: int) -> int | None:
+    """A query parameter's number from `low` to `high`, or None. ASCII digits only: str.isdigit() takes "²" and
+    int() then fails, int() itself takes "١٢"."""
+    if re.fullmatch(r"[0-9]{1,9}", value) is None or not low <= int(value) <= high:
+        return None
+    return int(value)
 
 
 def valid_text(text: str) -> bool:
@@ -130,4 +178,4 @@ def check_callback(api_key: ApiKey, url: str | None) -> None:
     try:
         webhooks.check_url(url)
     except webhooks.CallbackRefused as exc:
-        raise Refused("callback_not_allowed", str(exc)) from None
+        raise Refused(exc.code, str(exc)) from None

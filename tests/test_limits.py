@@ -1,16 +1,25 @@
-"""Limits that hold under abuse, against real processes: event streams capped below waitress's threads, idle
-sockets and huge bodies, bad resume ids and Redis outages without busy loops, per-key queues, concurrent guesses."""
+"""Limits that hold under abuse, against real processes: event streams capped below waitress's threads and per user,
+idle sockets and huge bodies, bad resume ids and Redis outages without busy loops, per-key queues under concurrent
+submits, keys per user, concurrent guesses."""
 
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from contextlib import ExitStack
+
 import psutil
+import pytest
 import requests
+from sqlalchemy import func, select
 
 from app.api.events import KEEPALIVE_SECONDS
-from tests.stack import CSRF_TOKEN, Stack, start_redis, wait_for
+from app.extensions import db
+from app.keys import TooManyKeys, create_key
+from app.models import ApiKey, User
+from tests.factories import NAME, add_user
+from tests.stack import CSRF_TOKEN, Stack, free_port, start_redis, wait_for
 
 PASSWORD = "a long password"
 
@@ -28,7 +37,7 @@ def quick(url: str, headers: dict | None = None) -> float:
 
 
 def test_streams_over_the_cap_get_429_and_the_server_keeps_answering(stack):
-    stack.env.update(SSE_MAX_STREAMS="12", SSE_MAX_STREAMS_PER_KEY="8")
+    stack.env.update(SSE_MAX_STREAMS="12", SSE_MAX_STREAMS_PER_KEY="8", SSE_MAX_STREAMS_PER_USER="12")
     stack.start_web()
     job = stack.submit(user_input="Nobody works on this.")  # no worker: it stays queued and its stream stays open
     url = f"{stack.url}/api/jobs/{job['job_id']}/events"
@@ -71,6 +80,7 @@ def test_idle_sockets_do_not_stop_healthz_and_a_huge_body_is_refused_unread(stac
 
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(f"POST /chat/api/submit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           f"Authorization: {stack.headers['Authorization']}\r\n"
                            f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode() + b"x" * 1024)
         assert connection.recv(100).startswith(b"HTTP/1.1 413")  # answered after 1 kB of the 64 MB
 
@@ -149,6 +159,70 @@ def test_a_key_may_have_only_so_many_jobs_waiting(stack):
     assert int(answer.headers["Retry-After"]) > 0
     assert requests.post(stack.url + "/api/submit", headers=stack.user("other"), json={"user_input": "Mine"},
                          timeout=10).status_code == 202  # the cap is per key
+
+
+def test_concurrent_submits_with_one_key_never_pass_its_max_queued(stack):
+    """20 at once, spread over two web processes: each counts the key's waiting jobs under the same lock."""
+    stack.start_web()
+    second = {**stack.env, "PORT": str(free_port())}
+    stack.start("web", "wsgi.py", env=second)
+    urls = [stack.url, stack.url.replace(stack.env["PORT"], second["PORT"])]
+    wait_for(lambda: requests.get(urls[1] + "/healthz", timeout=1).ok)
+    key = stack.cli("keys", "create", "capped", "--user", NAME, "--max-queued", "3").splitlines()[-1]
+    barrier = threading.Barrier(20)
+
+    def submit(n: int) -> tuple[int, str | None]:
+        barrier.wait()
+        answer = requests.post(urls[n % 2] + "/api/submit", headers={"Authorization": f"Bearer {key}"},
+                               json={"user_input": f"Question {n}"}, timeout=60)
+        return answer.status_code, answer.json()["error"] and answer.json()["error"]["code"]
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(submit, range(20)))
+    assert answers.count((202, None)) == 3 and answers.count((429, "too_many_queued")) == 17, answers
+    assert stack.query("SELECT count(*) FROM jobs") == [(3,)]
+
+
+def more_keys(stack: Stack, user: str, count: int) -> list[dict[str, str]]:
+    """Headers of `count` more API keys of the stack's user `user`."""
+    with stack.app.app_context():
+        user_id = db.session.scalar(select(User.id).where(User.name == user))
+        keys = [create_key(f"{user}-key-{n}", user_id) for n in range(count)]
+        db.engine.dispose()
+    return [{"Authorization": f"Bearer {key}"} for key in keys]
+
+
+def test_one_user_with_many_keys_takes_only_their_share_of_the_streams(stack):
+    stack.env.update(SSE_MAX_STREAMS="12", SSE_MAX_STREAMS_PER_KEY="8")  # a user's share: a quarter, 3
+    stack.start_web()
+    keys = [stack.user("many")] + more_keys(stack, "many", 2)
+    job = requests.post(stack.url + "/api/submit", headers=keys[0], json={"user_input": "Nobody works on this."},
+                        timeout=10).json()  # no worker: it stays queued and its streams stay open
+    url = f"{stack.url}/api/jobs/{job['job_id']}/events"
+    with ExitStack() as held:
+        for headers in keys:
+            held.enter_context(requests.get(url, headers=headers, stream=True, timeout=30)).raise_for_status()
+        refused = requests.get(url, headers=keys[0], stream=True, timeout=30)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+        theirs = stack.submit(user_input="Nobody works on this either.")
+        assert held.enter_context(requests.get(f"{stack.url}/api/jobs/{theirs['job_id']}/events",
+                                               headers=stack.headers, stream=True, timeout=30)).status_code == 200
+
+
+def test_a_user_may_have_only_so_many_keys(app, runner, signed_in, user):
+    for n in range(app.settings.max_keys_per_user - 1):
+        create_key(f"key-{n}", user.id)
+    page = signed_in.post("/chat/keys", data={"key-name": "the-last", "csrf_token": signed_in.csrf_token("/chat/keys")})
+    assert page.status_code == 200 and "llk_" in page.text
+    refused = signed_in.post("/chat/keys", data={"key-name": "one-more",
+                                                 "csrf_token": signed_in.csrf_token("/chat/keys")})
+    assert refused.status_code == 422 and f"already has {app.settings.max_keys_per_user} API keys" in refused.text
+    cli = runner.invoke(args=["keys", "create", "one-more", "--user", user.name])
+    assert cli.exit_code == 1 and "MAX_KEYS_PER_USER" in cli.output
+    with pytest.raises(TooManyKeys):
+        create_key("one-more", user.id)
+    assert db.session.scalar(select(func.count()).select_from(ApiKey)) == app.settings.max_keys_per_user
+    assert create_key("theirs", add_user("bob").id)  # the cap is per user
 
 
 def test_concurrent_wrong_passwords_are_checked_at_most_the_limit(stack):

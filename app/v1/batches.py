@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from app import batches, submissions
 from app.errors import APIError
-from app.extensions import current, db
+from app.extensions import db
 from app.models import Batch, StoredFile
 from app.v1 import bp
 
@@ -18,10 +18,11 @@ PAGE = 20  # batches per page unless `limit` says otherwise (1-100)
 
 
 @bp.post("/files")
+@submissions.larger_body("batch_file_max_bytes", "file_too_large")
 def upload_file():
     """multipart/form-data with `file` and `purpose=batch`; up to BATCH_FILE_MAX_BYTES."""
     try:
-        submissions.limit_body(current().settings.batch_file_max_bytes, "BATCH_FILE_MAX_BYTES", "file_too_large")
+        submissions.limit_body()
     except submissions.Refused as refused:
         raise APIError(refused.status, refused.code, refused.message) from None
     if request.form.get("purpose") != "batch":
@@ -98,16 +99,16 @@ def checked_metadata(metadata) -> dict[str, str] | None:
 @bp.get("/batches")
 def list_batches():
     """Newest first; `after` is the id of the last batch of the previous page."""
-    limit = request.args.get("limit", str(PAGE))
-    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+    limit = submissions.whole_number(request.args.get("limit", str(PAGE)), 1, 100)
+    if limit is None:
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 100", param="limit")
     query = select(Batch).where(Batch.user_id == g.api_key.user_id).order_by(Batch.created_at.desc(), Batch.id.desc())
     if after := request.args.get("after"):
         cursor = owned_batch(after)
         query = query.where((Batch.created_at < cursor.created_at)
                             | ((Batch.created_at == cursor.created_at) & (Batch.id < cursor.id)))
-    found = db.session.scalars(query.limit(int(limit) + 1)).all()
-    page = found[:int(limit)]
+    found = db.session.scalars(query.limit(limit + 1)).all()
+    page = found[:limit]
     return {"object": "list", "data": [batches.batch_json(batch) for batch in page],
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
             "has_more": len(found) > len(page)}
