@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.llm.bundled import BUNDLED
 from app.llm.settings import MODEL_VARIABLES, GenerationParams, ModelSettings, Strict, model_variable
 
 ROOT = Path(__file__).resolve().parent
+POSTGRES_SCHEMES = ("postgresql", "postgres")  # DATABASE_URL schemes served by psycopg 3
 DEFAULT_MODEL_KEY = BUNDLED[0].key
+# The forwarding headers waitress can take from a trusted proxy (Forwarded alone, or any of the X-Forwarded-* ones).
+ProxyHeader = Literal["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+                      "x-forwarded-by", "forwarded"]
 
 
 class ConfigError(Exception):
@@ -30,7 +36,11 @@ class Settings(Strict):
     login_attempts_per_address: int = Field(30, ge=1)  # sign-in attempts per client address per window, then 429
     login_window: int = Field(300, ge=1)  # seconds
     secure_cookies: bool = False  # set when users reach the UI over HTTPS
-    trust_proxy: bool = False  # trust one reverse proxy's X-Forwarded-For/-Proto/-Host
+    trust_proxy: bool = False  # take the client's address and scheme from trusted_proxy's X-Forwarded-* headers
+    trusted_proxy: str = "127.0.0.1"  # the proxy's address as the web process sees it ("*": any peer), with trust_proxy
+    trusted_proxy_count: int = Field(1, ge=1)  # proxies in a chain in front of the web process, each adding its hop
+    trusted_proxy_headers: list[ProxyHeader] = Field(
+        default_factory=lambda: ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"])
     development: bool = False
     base_path: str = "/chat"
     host: str = "127.0.0.1"
@@ -59,9 +69,12 @@ class Settings(Strict):
     web_threads: int = Field(48, ge=8, le=1000)
     sse_max_streams: int = Field(40, ge=1)  # open event streams per web process, at most web_threads - 4
     sse_max_streams_per_key: int = Field(8, ge=1)
+    sse_max_streams_per_user: int | None = Field(None, ge=1)  # None: a quarter of sse_max_streams (at least 1)
+    max_keys_per_user: int = Field(20, ge=1)  # API keys one user may have
     api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute (a key's own --rate-limit wins); 0: unlimited
     callback_allowed_hosts: list[str] = Field(default_factory=list)  # host or host:port webhooks may be sent to
     callback_max_attempts: int = Field(8, ge=1, le=20)  # delivery attempts before a webhook counts as failed
+    callback_timeout: float = Field(10, gt=0, le=120)  # seconds for a delivery: connect, send, the first line back
     cors_origins: list[str] = Field(default_factory=list)  # exact origins that may call /api and /v1 from a browser
     api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
     max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
@@ -84,6 +97,11 @@ class Settings(Strict):
                                  "no path)")
         return origins
 
+    @field_validator("trusted_proxy_headers", mode="before")
+    @classmethod
+    def _header_names_any_case(cls, names: Any) -> Any:
+        return [name.lower() for name in names] if isinstance(names, list) else names
+
     @field_validator("base_path")
     @classmethod
     def _normalise_base_path(cls, value: str) -> str:
@@ -92,6 +110,11 @@ class Settings(Strict):
     @property
     def offered_models(self) -> list[str]:
         return self.llm_models or list(self.models)
+
+    @property
+    def streams_per_user(self) -> int:
+        """One user, however many keys they make, may hold only part of a web process's reader slots."""
+        return self.sse_max_streams_per_user or max(1, self.sse_max_streams // 4)
 
     @property
     def default_model(self) -> str:
@@ -116,7 +139,12 @@ class Settings(Strict):
 
     @property
     def database_address(self) -> str:
-        return self.database_url or f"sqlite:///{self.instance_path / 'llamalith.db'}"
+        """DATABASE_URL as SQLAlchemy takes it. To SQLAlchemy, PostgreSQL's own form (postgresql://, and
+        postgres:// from hosting providers) means psycopg2; the driver installed is psycopg 3."""
+        if not self.database_url:
+            return f"sqlite:///{self.instance_path / 'llamalith.db'}"
+        scheme, separator, rest = self.database_url.partition("://")
+        return f"postgresql+psycopg://{rest}" if separator and scheme in POSTGRES_SCHEMES else self.database_url
 
     @property
     def secret_key_file(self) -> Path:
@@ -132,6 +160,9 @@ ENVIRONMENT = {
     "LOGIN_ATTEMPTS_PER_ADDRESS": "login_attempts_per_address",
     "SECURE_COOKIES": "secure_cookies",
     "TRUST_PROXY": "trust_proxy",
+    "TRUSTED_PROXY": "trusted_proxy",
+    "TRUSTED_PROXY_COUNT": "trusted_proxy_count",
+    "TRUSTED_PROXY_HEADERS": "trusted_proxy_headers",
     "LLAMALITH_DEVELOPMENT": "development",
     "BASE_PATH": "base_path",
     "HOST": "host",
@@ -164,11 +195,14 @@ ENVIRONMENT = {
     "WEB_THREADS": "web_threads",
     "SSE_MAX_STREAMS": "sse_max_streams",
     "SSE_MAX_STREAMS_PER_KEY": "sse_max_streams_per_key",
+    "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
+    "MAX_KEYS_PER_USER": "max_keys_per_user",
     "API_RATE_LIMIT": "api_rate_limit",
     "API_AUTH_FAILURES": "api_auth_failures",
     "CORS_ORIGINS": "cors_origins",
     "CALLBACK_ALLOWED_HOSTS": "callback_allowed_hosts",
     "CALLBACK_MAX_ATTEMPTS": "callback_max_attempts",
+    "CALLBACK_TIMEOUT": "callback_timeout",
     "MAX_QUEUED_PER_KEY": "max_queued_per_key",
     "LOG_FORMAT": "log_format",
     "METRICS_TOKEN": "metrics_token",
@@ -194,6 +228,7 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
         raise ConfigError(_describe(exc, origin)) from None
     _check_offered_models(settings, origin)
     _check_secret_key(settings)
+    _check_database_driver(settings, origin)
     return settings
 
 
@@ -224,7 +259,7 @@ def _merge_environment(environ: dict, values: dict, origin: dict) -> None:
         if environ.get(name, "") == "":
             continue
         value: Any = environ[name]
-        if dotted in ("llm_models", "cors_origins", "callback_allowed_hosts"):
+        if dotted in ("llm_models", "cors_origins", "callback_allowed_hosts", "trusted_proxy_headers"):
             value = [key.strip() for key in value.split(",") if key.strip()]
         _set(values, dotted, value)
         origin[dotted] = f"environment variable {name}"
@@ -263,6 +298,26 @@ def _check_offered_models(settings: Settings, origin: dict) -> None:
                 f"{origin.get('llm_models', 'LLM_MODELS')} names model '{key}', which is not configured "
                 f"(set {model_variable(key, 'PATH')} or add it to the config file)"
             )
+
+
+def _check_database_driver(settings: Settings, origin: dict) -> None:
+    """Said here in one line, not in a traceback at the first connection (or as flask's "No such command 'db'",
+    which is how `flask db` reports that the app could not be made)."""
+    if not settings.database_url:
+        return
+    where = origin.get("database_url", "DATABASE_URL")
+    scheme = settings.database_url.partition("://")[0]
+    try:
+        make_url(settings.database_address).get_dialect().import_dbapi()
+    except NoSuchModuleError:  # an ArgumentError too, so first
+        raise ConfigError(f"{where}: no database is known by the URL scheme '{scheme}' (use postgresql:// or "
+                          "sqlite:///)") from None
+    except ArgumentError:
+        raise ConfigError(f"{where} is not a database URL like postgresql://user:password@host/llamalith") from None
+    except ImportError as exc:
+        raise ConfigError(f"{where}: the URL scheme '{scheme}' needs the Python driver '{exc.name}', which is not "
+                          f"installed: install it (.venv/bin/pip install {exc.name}), or use postgresql:// for the "
+                          "installed psycopg 3") from None
 
 
 def _check_secret_key(settings: Settings) -> None:

@@ -2,11 +2,13 @@
 
 Loads its models once and keeps them warm; runs jobs in-process (rq's SimpleWorker: no fork, so the
 KV cache survives between turns and OpenMP is never forked); keeps its running job's heartbeat and
-reconciles the queue with the database in a background thread. With --supervise (the Procfile), it runs
-as a child process that is started again whenever it dies, so one crash cannot stop the whole stack.
+reconciles the queue with the database in a background thread, and delivers webhooks in a few others (app/webhooks.py).
+With --supervise (the Procfile), it runs as a child process that is started again whenever it dies, so one crash
+cannot stop the whole stack, and that ends when its supervisor does.
 """
 
 import argparse
+import ctypes
 import logging
 import os
 import signal
@@ -20,13 +22,17 @@ from redis import RedisError
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
-from app import affinity, batches, create_app, jobs, logs
+from app import affinity, batches, create_app, jobs, logs, webhooks
 from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
 from app.models import Job
 from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
+
+SUPERVISOR = "LLAMALITH_SUPERVISOR"  # the supervisor's pid, in its child's environment
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
+ORPHAN_GRACE = 30  # seconds an orphaned worker has for a warm stop before it exits regardless
 
 
 class LlamalithWorker(SimpleWorker):
@@ -52,15 +58,25 @@ class LlamalithWorker(SimpleWorker):
             try:
                 return super().perform_job(job, queue, *args, **kwargs)
             finally:
-                logs.request_id.set(None)  # jobs.run set the job's own
-                settle_batch(job.id)
-                affinity.mark_idle(self.app.redis, self.app.worker_name)
+                after_job(self.app, job.id)
+
+
+def after_job(app: Llamalith, rq_job_id: str) -> None:
+    """Whatever the job was and however it ended, this never raises: rq takes an exception here for a crash of its
+    own loop and quits it (31 restarts in one run, each leaving a ghost worker behind)."""
+    logs.request_id.set(None)  # jobs.run set the job's own
+    try:
+        affinity.mark_idle(app.redis, app.worker_name)
+        settle_batch(rq_job_id)
+    except Exception:  # the maintenance thread settles batches (batches.maintain) and marks idle again
+        log.exception("after job %s", rq_job_id)
 
 
 def settle_batch(rq_job_id: str) -> None:
     """After a batch's line: end the batch if that was its last (app/batches.py)."""
-    if rq_job_id.startswith(jobs.RQ_PREFIX):
-        batch_id = db.session.scalar(select(Job.batch_id).where(Job.id == jobs.job_id_of(rq_job_id)))
+    number = rq_job_id.removeprefix(jobs.RQ_PREFIX)
+    if number.isascii() and number.isdigit():  # a model job's id (jobs.rq_id), nothing else's
+        batch_id = db.session.scalar(select(Job.batch_id).where(Job.id == int(number)))
         if batch_id:
             batches.settle(batch_id)
 
@@ -107,6 +123,17 @@ def maintain(app: Llamalith, stop: threading.Event) -> None:
         stop.wait(min(jobs.HEARTBEAT_INTERVAL, interval))
 
 
+def announce(app: Llamalith, models: list[str], stop: threading.Event) -> None:
+    """Say that this worker is alive, and what it serves, every ANNOUNCE_INTERVAL (app/affinity.py): in a thread of
+    its own, so that a long maintenance round never makes it look dead."""
+    while not stop.is_set():
+        try:
+            affinity.announce(app.redis, app.worker_name, models)
+        except RedisError:
+            pass  # serve() says that Redis is gone; the next announcement restores the key
+        stop.wait(affinity.ANNOUNCE_INTERVAL)
+
+
 def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
     """Work until SIGTERM/SIGINT (a warm stop: the running job finishes first); survive Redis outages."""
     while True:
@@ -136,6 +163,7 @@ def served_models(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    supervisor = follow_supervisor()
     try:
         app = create_app()
     except ConfigError as exc:
@@ -146,11 +174,51 @@ def main(argv: list[str]) -> None:
     if unknown:
         sys.exit(f"llamalith: worker asked to serve unconfigured model(s): {', '.join(unknown)}")
     prepare(app, models)
+    if supervisor:
+        threading.Thread(target=watch_supervisor, args=(app, supervisor), name="supervisor", daemon=True).start()
     stop = threading.Event()
+    announcing = threading.Thread(target=announce, args=(app, models, stop), name="announce", daemon=True)
+    announcing.start()
     threading.Thread(target=maintain, args=(app, stop), name="maintain", daemon=True).start()
+    deliveries = webhooks.start(app, stop)
     log.info("worker %s serving %s", app.worker_name, ", ".join(models))
     serve(app, models)
     stop.set()
+    announcing.join()
+    try:
+        affinity.retire(app.redis, app.worker_name)
+    except RedisError:
+        pass  # its key expires within ALIVE_TTL
+    deadline = time.monotonic() + app.settings.callback_timeout  # deliveries under way end, or are cut, by then
+    for thread in deliveries:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def follow_supervisor() -> int | None:
+    """Under --supervise: make the kernel send SIGTERM (a warm stop) when the supervisor dies, even by kill -9, so
+    that no orphan lives on taking jobs that a restarted stack does not know about. Returns the supervisor's pid,
+    which `watch_supervisor` also watches (where prctl is missing, or its signal was missed)."""
+    if SUPERVISOR not in os.environ:
+        return None
+    supervisor = int(os.environ[SUPERVISOR])
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        pass
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        sys.exit("llamalith: the worker's supervisor has ended")
+    return supervisor
+
+
+def watch_supervisor(app: Llamalith, supervisor: int) -> None:
+    while os.getppid() == supervisor:
+        time.sleep(1)
+    if not app.stopping.is_set():  # a second SIGTERM would make rq stop cold
+        os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE)
+    log.error("worker %s: the supervisor is gone and the warm stop did not end in %s s; exiting", app.worker_name,
+              ORPHAN_GRACE)
+    os._exit(1)
 
 
 def supervise(argv: list[str]) -> None:
@@ -179,7 +247,8 @@ def supervise(argv: list[str]) -> None:
         started = time.monotonic()
         # Its own session: a terminal's Ctrl-C reaches it once, through pass_on, not twice (rq's second signal
         # would be a cold stop).
-        child = subprocess.Popen([sys.executable, __file__, *argv], start_new_session=True)
+        child = subprocess.Popen([sys.executable, __file__, *argv], start_new_session=True,
+                                 env={**os.environ, SUPERVISOR: str(os.getpid())})
         code = child.wait()
         if stopping.is_set():
             break

@@ -8,12 +8,23 @@ key, never recreates it), so a dead worker stops being chosen within IDLE_TTL. A
 queue is checked again after the push: if that worker became busy in between, either the enqueuer takes the turn
 back out of the list and puts it in the shared queue, or the worker, starting its job, hands it over itself. Both
 take it out of the list atomically, so exactly one of them moves it.
+
+A live worker also says so, with the models it serves, in a key of its own that it sets again every few seconds
+with a short TTL (`announce`): that key, not rq's registry, is what readiness, `/api/models` and `/metrics` count,
+so a wiped Redis hears from every worker again within ANNOUNCE_INTERVAL and a killed one is forgotten within
+ALIVE_TTL.
 """
+
+import time
 
 from redis import Redis
 
 IDLE_TTL = 15  # seconds; the maintenance thread refreshes it every few seconds
 PREFIX = "llamalith:worker:"
+ANNOUNCE_INTERVAL = 2  # seconds between a worker's announcements
+ALIVE_TTL = 7  # seconds a worker counts as live after it last announced itself: a few announcements may be late
+WORKERS = "llamalith:workers"  # every worker name announced lately, scored by when: where readers find the keys
+FORGET = 3600  # seconds after which a silent worker's name leaves WORKERS
 UNCLAIMED = 20  # seconds a turn may sit in a worker's queue before the reconciler gives it to the shared queue
 
 
@@ -40,3 +51,28 @@ def stay_idle(redis: Redis, worker: str) -> None:
 
 def is_idle(redis: Redis, worker: str) -> bool:
     return bool(redis.exists(_idle_key(worker)))
+
+
+def _alive_key(worker: str) -> str:
+    return f"{PREFIX}{worker}:alive"
+
+
+def announce(redis: Redis, worker: str, models: list[str]) -> None:
+    now = time.time()
+    with redis.pipeline() as pipe:
+        pipe.set(_alive_key(worker), ",".join(models), ex=ALIVE_TTL)
+        pipe.zadd(WORKERS, {worker: now})
+        pipe.zremrangebyscore(WORKERS, "-inf", now - FORGET)
+        pipe.execute()
+
+
+def retire(redis: Redis, worker: str) -> None:
+    """A worker stopping on purpose stops counting at once."""
+    redis.delete(_alive_key(worker))
+
+
+def live_workers(redis: Redis) -> dict[str, list[str]]:
+    """Each live worker's name and the models it serves."""
+    names = [name.decode() for name in redis.zrange(WORKERS, 0, -1)]
+    served = redis.mget([_alive_key(name) for name in names]) if names else []
+    return {name: models.decode().split(",") for name, models in zip(names, served) if models is not None}

@@ -253,24 +253,26 @@ def _ensure_conversations(owner: int, titles: dict[str, str]) -> dict[str, str]:
     that title, in one upsert."""
     dialect_insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
     now = utcnow()
-    upsert = dialect_insert(Conversation).values([
-        {"id": secrets.token_hex(8), "session_id": session_id, "title": title, "user_id": owner, "created_at": now,
-         "updated_at": now} for session_id, title in titles.items()])
-    return dict(db.session.execute(upsert.on_conflict_do_update(index_elements=["user_id", "session_id"],
-                                                                set_={"updated_at": now})
-                                   .returning(Conversation.session_id, Conversation.id)).all())
+    upsert = dialect_insert(Conversation.__table__).on_conflict_do_update(index_elements=["user_id", "session_id"],
+                                                                          set_={"updated_at": now})
+    rows = [{"id": secrets.token_hex(8), "session_id": session_id, "title": title, "user_id": owner,
+             "created_at": now, "updated_at": now} for session_id, title in titles.items()]
+    return dict(db.session.execute(upsert.returning(Conversation.session_id, Conversation.id), rows).all())
+
+
+# Core inserts of many rows: SQLAlchemy sends them as a few multi-row INSERTs, without making an object of each.
 
 
 def _insert_jobs(rows: list[dict]) -> list[int]:
-    """Job rows in one statement (or a few: SQLAlchemy splits by the driver's limits); their ids, in order."""
+    """Job rows; their ids, in order."""
     if not rows:
         return []
-    return list(db.session.scalars(insert(Job).returning(Job.id, sort_by_parameter_order=True), rows))
+    return list(db.session.scalars(insert(Job.__table__).returning(Job.id, sort_by_parameter_order=True), rows))
 
 
 def _insert_messages(rows: list[dict]) -> None:
     if rows:
-        db.session.execute(insert(Message), rows)
+        db.session.execute(insert(Message.__table__), rows)
 
 
 def release_lines(api_key_id: int | None) -> int:
