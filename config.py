@@ -315,9 +315,9 @@ def _check_database_driver(settings: Settings, origin: dict) -> None:
     except ArgumentError:
         raise ConfigError(f"{where} is not a database URL like postgresql://user:password@host/llamalith") from None
     except ImportError as exc:
-        raise ConfigError(f"{where}: the URL scheme '{scheme}' needs the Python driver '{exc.name}', which is not "
-                          f"installed: install it (.venv/bin/pip install {exc.name}), or use postgresql:// for the "
-                          "installed psycopg 3") from None
+        raise ConfigError(f"{where}: the URL scheme '{scheme}' needs the Python module '{exc.name}', which is not "
+                          "installed: install the driver package that provides it into the virtualenv, or use "
+                          "postgresql:// for the installed psycopg 3") from None
 
 
 def _check_secret_key(settings: Settings) -> None:

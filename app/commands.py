@@ -7,7 +7,7 @@ import click
 from limits import parse
 from sqlalchemy import select
 
-from app.keys import create_key
+from app.keys import TooManyKeys, create_key
 from app.extensions import current, db
 from app.models import NO_PASSWORD, ApiKey, User
 
@@ -36,7 +36,10 @@ def create_key_command(name: str, user_name: str | None, interactive: bool, rate
             raise click.ClickException(f"--rate-limit '{rate_limit}' is not a limit like '60/minute' or "
                                        "'1000 per day'") from None
     user = _user(user_name) if user_name else _first_admin()
-    key = create_key(name, user.id, interactive, rate_limit, max_queued)
+    try:
+        key = create_key(name, user.id, interactive, rate_limit, max_queued)
+    except TooManyKeys as refused:
+        raise click.ClickException(f"user '{user.name}': {refused}") from None
     secret = db.session.scalar(select(ApiKey.webhook_secret).where(ApiKey.name == name))
     click.echo(f"Created API key '{name}' for user '{user.name}'. Store both now; they cannot be shown again:",
                err=True)

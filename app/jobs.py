@@ -264,10 +264,11 @@ def _ensure_conversations(owner: int, titles: dict[str, str]) -> dict[str, str]:
 
 
 def _insert_jobs(rows: list[dict]) -> list[int]:
-    """Job rows; their ids, in order."""
+    """Job rows; their ids, in order. Each statement's rows are inserted, and numbered, in the order given, so the
+    ids sorted are theirs in order (asking SQLAlchemy to match them up would make SQLite insert one row at a time)."""
     if not rows:
         return []
-    return list(db.session.scalars(insert(Job.__table__).returning(Job.id, sort_by_parameter_order=True), rows))
+    return sorted(db.session.scalars(insert(Job.__table__).returning(Job.id), rows))
 
 
 def _insert_messages(rows: list[dict]) -> None:

@@ -1,8 +1,8 @@
 """API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
 nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
 `authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one); each turns a
-`KeyRefused` into its own error format. `take_reader_slot` caps the requests a key has waiting on jobs. `usage`
-is what the keys did, per day."""
+`KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
+on jobs; a user has at most MAX_KEYS_PER_USER keys. `usage` is what the keys did, per day."""
 
 import hashlib
 import hmac
@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from flask import g, request
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app import limits
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import ApiKey, Job, JobStatus, User, utcnow
+from app.streams import SlotCaps
 
 PREFIX = "llk_"
 
@@ -31,14 +32,32 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class TooManyKeys(Exception):
+    """The user has as many keys as MAX_KEYS_PER_USER allows; the message says what to do."""
+
+
 def create_key(name: str, user_id: int, interactive: bool = False, rate_limit: str | None = None,
                max_queued: int | None = None) -> str:
-    """A new key (returned, to show once); its webhook secret is on its row."""
+    """A new key (returned, to show once); its webhook secret is on its row. Refused with `TooManyKeys` when the
+    user has MAX_KEYS_PER_USER keys already: keys are cheap to make, and each brings its own per-key limits."""
+    check_key_room(user_id)
     key = PREFIX + secrets.token_urlsafe(32)
     db.session.add(ApiKey(name=name, key_hash=digest(key), prefix=key[:8], user_id=user_id, interactive=interactive,
                           rate_limit=rate_limit, max_queued=max_queued, webhook_secret=secrets.token_hex(32)))
     db.session.commit()
     return key
+
+
+def check_key_room(user_id: int) -> None:
+    """Counted under the user's row lock (PostgreSQL) or the write lock (SQLite), taken by a no-op UPDATE and held
+    until create_key commits, so concurrent requests cannot all slip under the cap."""
+    db.session.execute(update(User).where(User.id == user_id).values(disabled=User.disabled)
+                       .execution_options(synchronize_session=False))
+    limit = current().settings.max_keys_per_user
+    if db.session.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user_id)) >= limit:
+        db.session.rollback()  # gives the lock back at once
+        raise TooManyKeys(f"this user already has {limit} API keys, the most allowed (MAX_KEYS_PER_USER); revoke "
+                          "one they no longer use first")
 
 
 def presented_key() -> str | None:
@@ -72,12 +91,13 @@ def require_key(unauthorized_code: str = "unauthorized") -> None:
 
 def take_reader_slot(advice: str) -> Callable[[], None]:
     """A reader slot for the request's key (an event stream, or a call waiting for its answer, holds a web thread),
-    and the call that gives it back; over the per-key or per-process cap, a 429 that ends with `advice`."""
+    and the call that gives it back; over the per-key, per-user or per-process cap, a 429 that ends with `advice`."""
     settings = current().settings
-    give_back = current().readers.take(g.api_key.id, settings.sse_max_streams, settings.sse_max_streams_per_key)
+    caps = SlotCaps(settings.sse_max_streams, settings.sse_max_streams_per_key, settings.streams_per_user)
+    give_back = current().readers.take(g.api_key.id, g.api_key.user_id, caps)
     if give_back is None:
-        raise APIError(429, "too_many_streams", f"too many requests waiting on jobs (for this key, or on this "
-                                                f"server); {advice}", headers={"Retry-After": "5"})
+        raise APIError(429, "too_many_streams", f"too many requests waiting on jobs (for this key, its user, or on "
+                                                f"this server); {advice}", headers={"Retry-After": "5"})
     return give_back
 
 

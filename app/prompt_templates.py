@@ -16,6 +16,7 @@ from app.submissions import MAX_SYSTEM_PROMPT_CHARS, Refused, valid_text
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 REFERENCE = re.compile(r"(?P<name>[^@]+)(?:@(?P<version>[1-9][0-9]{0,8}))?")
 MAX_VARIABLES = 100
+MAX_PLACEHOLDERS = 1000  # uses of variables in one template; each may be filled with up to 100,000 characters
 NAME_RULE = "1-80 characters: letters, digits and . _ - (e.g. 'support-reply')"
 
 
@@ -25,11 +26,24 @@ def fill(template: PromptTemplate, variables: dict[str, str]) -> str:
     for name in template.variables:
         if name not in variables:
             raise Refused("missing_variable", f"prompt template '{template.ref}' needs the variable '{name}'")
-    text = PLACEHOLDER.sub(lambda match: variables[match[1]], template.text)
-    if len(text) > MAX_SYSTEM_PROMPT_CHARS:
+    placeholders = list(PLACEHOLDER.finditer(template.text))
+    check_placeholder_count(len(placeholders), f"prompt template '{template.ref}'")
+    if filled_length(template.text, placeholders, variables) > MAX_SYSTEM_PROMPT_CHARS:
         raise Refused("invalid_request", f"prompt template '{template.ref}' filled in is longer than "
                                          f"{MAX_SYSTEM_PROMPT_CHARS} characters")
-    return text
+    return PLACEHOLDER.sub(lambda match: variables[match[1]], template.text)
+
+
+def filled_length(text: str, placeholders: list[re.Match], variables: dict[str, str]) -> int:
+    """The length `text` will have once filled, counted before it is built: 20,000 placeholders of a 50 KB value
+    would otherwise make a 1 GB string only to refuse it."""
+    return len(text) + sum(len(variables[match[1]]) - len(match[0]) for match in placeholders)
+
+
+def check_placeholder_count(count: int, what: str) -> None:
+    if count > MAX_PLACEHOLDERS:
+        raise Refused("invalid_request", f"{what} has {count} {{{{placeholders}}}}; at most {MAX_PLACEHOLDERS} "
+                                         "are allowed")
 
 
 def parse_reference(reference: str) -> tuple[str, int | None]:
@@ -69,6 +83,8 @@ def check_variables(variables: dict[str, str]) -> None:
     if len(variables) > MAX_VARIABLES:
         raise Refused("invalid_request", f"variables: at most {MAX_VARIABLES}")
     for name, value in variables.items():
+        if not valid_text(name):  # stored with the job, it would break every page that shows it
+            raise Refused("invalid_request", "variables: a name holds a lone surrogate (\\ud800-\\udfff)")
         if not isinstance(value, str) or not valid_text(value) or len(value) > MAX_SYSTEM_PROMPT_CHARS:
             raise Refused("invalid_request", f"variables.{name}: must be text of at most "
                                              f"{MAX_SYSTEM_PROMPT_CHARS} characters")
@@ -95,6 +111,7 @@ def save(owner: int, name: str, text: str) -> tuple[PromptTemplate, bool]:
     nothing. Returns the version and whether it is new."""
     if not NAME.fullmatch(name):
         raise Refused("invalid_request", f"name must be {NAME_RULE}")
+    check_placeholder_count(len(PLACEHOLDER.findall(text)), "the text")
     current = find(owner, name)
     if current is not None and current.text == text:
         return current, False

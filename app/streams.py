@@ -135,26 +135,44 @@ def follow(redis: Redis, job_id: int, after: str, stop: threading.Event, tick_se
             quiet_since = time.monotonic()
 
 
+@dataclass
+class SlotCaps:
+    """How many readers one web process lets wait: in all, per key, per user."""
+
+    total: int
+    per_key: int
+    per_user: int
+
+
 class Slots:
-    """Readers waiting on jobs in this web process (event streams, OpenAI-style calls), in total and per key.
-    Each holds one of waitress's threads for as long as it waits, so over either cap a new one is refused at once
-    and there are always threads left for ordinary requests (and /healthz)."""
+    """Readers waiting on jobs in this web process (event streams, OpenAI-style calls), in total, per key and per
+    user. Each holds one of waitress's threads for as long as it waits, so over any cap a new one is refused at once
+    and there are always threads left for ordinary requests (and /healthz). The per-user cap keeps a user with many
+    keys from taking every slot."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.open: Counter[int] = Counter()
+        self.total = 0
+        self.per_key: Counter[int] = Counter()
+        self.per_user: Counter[int] = Counter()
 
-    def take(self, key_id: int, total: int, per_key: int) -> Callable[[], None] | None:
-        """A slot for `key_id`, as the call that gives it back; None when either cap is reached."""
+    def take(self, key_id: int, user_id: int, caps: SlotCaps) -> Callable[[], None] | None:
+        """A slot for `key_id` of `user_id`, as the call that gives it back; None when a cap is reached."""
         with self.lock:
-            if sum(self.open.values()) >= total or self.open[key_id] >= per_key:
+            if (self.total >= caps.total or self.per_key[key_id] >= caps.per_key
+                    or self.per_user[user_id] >= caps.per_user):
                 return None
-            self.open[key_id] += 1
-        return lambda: self._give_back(key_id)
+            self._count(key_id, user_id, 1)
+        return lambda: self._give_back(key_id, user_id)
 
-    def _give_back(self, key_id: int) -> None:
+    def _give_back(self, key_id: int, user_id: int) -> None:
         with self.lock:
-            self.open[key_id] -= 1
+            self._count(key_id, user_id, -1)
+
+    def _count(self, key_id: int, user_id: int, step: int) -> None:
+        self.total += step
+        self.per_key[key_id] += step
+        self.per_user[user_id] += step
 
 
 def partial_texts(redis: Redis, job_ids: list[int]) -> dict[int, str]:

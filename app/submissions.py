@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 
 from app import webhooks
 from app.extensions import current, db
-from app.llm import ContextTooLong, ModelLoadError, fit_prompt
+from app.llm import ContextTooLong, ModelLoadError, check_fits
 from app.models import ApiKey, Job, JobStatus, utcnow
 
 # Conversation ids travel in URLs and JSON: short, printable, no separators that need escaping.
@@ -132,7 +132,7 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
         system_prompt = settings.models[model].system_prompt
     max_tokens = settings.params_for(model, overrides).max_tokens
     try:
-        fit_prompt(current().tokenizers.get(model), system_prompt, [], user_input, max_tokens, settings.safety_margin)
+        check_fits(current().tokenizers.get(model), system_prompt, user_input, max_tokens, settings.safety_margin)
     except ContextTooLong as exc:
         raise Refused("context_length_exceeded", str(exc)) from None
     except ModelLoadError as exc:

@@ -1,12 +1,16 @@
 """Prompt templates: versions that never change, {{variables}} filled in, and jobs that record the version used;
 over the API, in the chat form and on the templates pages."""
 
+import tracemalloc
+
 import pytest
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.keys import create_key
-from app.models import Job, PromptTemplate
+from app.models import PLACEHOLDER, Job, PromptTemplate
+from app.prompt_templates import MAX_PLACEHOLDERS, fill, filled_length
+from app.submissions import Refused
 from tests.factories import MODEL, add_user
 
 GREETER = "You greet {{ name }} in {{language}}. Never mention {{name}}'s age."
@@ -124,6 +128,54 @@ def test_the_real_model_gets_the_filled_template_as_its_system_prompt(client, ap
     assert done["prompt_template"] == "pirate@1"
 
 
+BOMB_VALUE = "x" * 50_000  # 50 KB: a 1000-placeholder template would fill to 50 MB, a 20,000-placeholder one to 1 GB
+
+
+def peak_bytes(call) -> int:
+    """The most memory Python held at once while `call` ran, above what it held before."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_the_filled_length_is_counted_from_the_placeholders_without_building_the_text():
+    text = "Hi {{a}}, {{ b }}!" + "{{a}}" * 19_998
+    assert filled_length(text, list(PLACEHOLDER.finditer(text)), {"a": BOMB_VALUE, "b": "Bo"}) == \
+        len("Hi , !") + 19_999 * 50_000 + 2
+    template = PromptTemplate(name="bomb", version=1, text="{{a}}" * MAX_PLACEHOLDERS)
+
+    def refused():
+        with pytest.raises(Refused, match="filled in is longer than 100000 characters"):
+            fill(template, {"a": BOMB_VALUE})
+
+    assert peak_bytes(refused) < 5_000_000  # the 50 MB text is never made
+
+
+def test_a_template_with_too_many_placeholders_is_refused_when_saved(client, api_headers):
+    refused = save(client, api_headers, "bomb", "{{a}}" * (MAX_PLACEHOLDERS + 1), status=400)
+    assert refused["error"]["code"] == "invalid_request"
+    assert f"at most {MAX_PLACEHOLDERS} are allowed" in refused["error"]["message"]
+    assert save(client, api_headers, "many", "{{a}}" * MAX_PLACEHOLDERS)["variables"] == ["a"]
+    assert db.session.scalar(select(func.count()).select_from(PromptTemplate)) == 1
+
+
+@pytest.mark.parametrize("placeholders, words", [(MAX_PLACEHOLDERS, "filled in is longer than"),
+                                                 (20_000, "has 20000 {{placeholders}}")])
+def test_a_template_bomb_is_refused_at_once_without_building_it(client, api_headers, owner, placeholders, words):
+    # The 20,000-placeholder one as saved before the cap existed: written directly.
+    db.session.add(PromptTemplate(user_id=owner.id, name="bomb", version=1, text="{{a}}" * placeholders))
+    db.session.commit()
+    answers = []
+    peak = peak_bytes(lambda: answers.append(submit(client, api_headers, 400, prompt_template="bomb",
+                                                    variables={"a": BOMB_VALUE})))
+    assert answers[0]["error"]["code"] == "invalid_request" and words in answers[0]["error"]["message"]
+    assert peak < 20_000_000 and job_count() == 0
+
+
 # In the browser's forms --------------------------------------------------------------------------------
 
 
@@ -150,6 +202,8 @@ def test_a_bad_template_form_is_explained_and_saves_nothing(signed_in):
     answer = form_post(signed_in, "/chat/prompt-templates", name="two words", text="")
     assert answer.status_code == 422
     assert "Letters, digits and . _ - only" in answer.text and "Write the system prompt." in answer.text
+    answer = form_post(signed_in, "/chat/prompt-templates", name="bomb", text="{{a}}" * (MAX_PLACEHOLDERS + 1))
+    assert answer.status_code == 400 and f"at most {MAX_PLACEHOLDERS} are allowed" in answer.text
     assert db.session.scalar(select(func.count()).select_from(PromptTemplate)) == 0
 
 

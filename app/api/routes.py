@@ -1,7 +1,5 @@
 """JSON routes: the contract in docs/api.md."""
 
-import re
-
 from flask import g, request, url_for
 from sqlalchemy import select
 
@@ -11,8 +9,6 @@ from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import Conversation, Job, JobStatus, Message, Priority
-
-WHOLE_NUMBER = re.compile(r"[0-9]{1,4}")
 
 
 def get_job(job_id: int) -> Job:
@@ -47,7 +43,6 @@ def submit():
         template, system_prompt = prompt_templates.chosen(g.api_key.user_id, body.prompt_template, body.variables,
                                                           body.system_prompt)
         model, system_prompt = submissions.check(body.model, system_prompt, body.user_input, overrides)
-        submissions.check_queue_room(g.api_key)
         submissions.check_callback(g.api_key, body.callback_url)
         job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt,
                           overrides, priority=priority, api_key_id=g.api_key.id, idempotency=idempotency,
@@ -79,10 +74,10 @@ def list_jobs():
         if status not in {s.value for s in JobStatus}:
             raise APIError(400, "invalid_request", f"status must be one of: {', '.join(s.value for s in JobStatus)}")
         query = query.where(Job.status == status)
-    limit = request.args.get("limit", "50")
-    if not WHOLE_NUMBER.fullmatch(limit) or not 1 <= int(limit) <= 1000:
+    limit = submissions.whole_number(request.args.get("limit", "50"), 1, 1000)
+    if limit is None:
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 1000")
-    found = db.session.scalars(query.limit(int(limit))).all()
+    found = db.session.scalars(query.limit(limit)).all()
     progress = jobs.progress(found)
     return {"jobs": [jobs.job_json(job, progress[job.id]) for job in found]}
 
@@ -111,10 +106,10 @@ def status(conversation_id: str):
 
 @bp.get("/usage")
 def usage():
-    days = request.args.get("days", "30")
-    if not WHOLE_NUMBER.fullmatch(days) or not 1 <= int(days) <= 366:
+    days = submissions.whole_number(request.args.get("days", "30"), 1, 366)
+    if days is None:
         raise APIError(400, "invalid_request", "days must be a whole number from 1 to 366")
-    return {"days": int(days), "usage": keys.usage(g.api_key.user, int(days))}
+    return {"days": days, "usage": keys.usage(g.api_key.user, days)}
 
 
 @bp.get("/models")

@@ -6,7 +6,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.extensions import db
-from app.keys import create_key, usage, visible_keys
+from app.keys import TooManyKeys, create_key, usage, visible_keys
 from app.models import ApiKey, User
 from app.ui import bp
 from app.ui.auth import end_sessions
@@ -38,7 +38,11 @@ def create_api_key():
     if db.session.scalar(select(ApiKey).where(ApiKey.name == form.name.data)):
         form.name.errors.append("A key with this name exists already.")
         return render_keys(key_form=form, status=422)
-    key = create_key(form.name.data, current_user.id)
+    try:
+        key = create_key(form.name.data, current_user.id)
+    except TooManyKeys as refused:
+        form.name.errors.append(f"{refused}.")
+        return render_keys(key_form=form, status=422)
     secret = db.session.scalar(select(ApiKey.webhook_secret).where(ApiKey.name == form.name.data))
     return render_keys(created=(key, secret))
 
