@@ -1,7 +1,10 @@
 """The job lifecycle under cancels, crashes, Redis loss, load, time limits and priorities: real processes,
 the real model, the test Redis (or a private one where a test restarts it)."""
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,8 +12,9 @@ import pytest
 import requests
 from redis import Redis
 
+from config import ROOT
 from tests.sse import events
-from tests.stack import Stack, start_redis, wait_for
+from tests.stack import Stack, start_redis, wait_for, wait_for_line
 
 LONG = 400  # max_tokens for a job that is still running when the test acts on it
 
@@ -226,3 +230,28 @@ def test_web_sigterm_ends_in_flight_streams_cleanly_and_exits(stack):
         requests.get(stack.url + "/healthz", timeout=5)
     stack.start_web()
     assert stack.wait_job(job_id, timeout=180)["status"] == "done"  # the job never depended on the web process
+
+
+def gone(pid: int) -> bool:
+    """Ended: no such process, or a zombie nobody has reaped yet."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_the_worker_ends_with_its_supervisor_killed_with_minus_9(stack):
+    """A process manager's hard stop (or the OOM killer) kills the supervisor's process group; the worker, in a
+    session of its own, used to live on as an orphan taking jobs."""
+    log = stack.logs / "supervised.log"
+    supervisor = subprocess.Popen([sys.executable, "worker.py", "--supervise"], env=stack.env, cwd=ROOT,
+                                  stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    child = int(wait_for_line(log, r"worker \S+:(\d+) serving", timeout=60).group(1))
+    try:
+        assert child != supervisor.pid and not gone(child)
+        os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+        wait_for(lambda: gone(child), timeout=10)
+    finally:
+        if not gone(child):
+            os.kill(child, signal.SIGKILL)

@@ -110,6 +110,14 @@ def test_twenty_deliveries_leave_the_worker_serving_in_the_same_loop(stack, tmp_
     receiver.shutdown()
 
 
+def test_what_follows_a_job_of_any_kind_never_raises(app):
+    import worker
+
+    app.worker_name = "test-worker"
+    for rq_job_id in ("llamalith-hook-3-0", "llamalith-", "llamalith-\u0661\u0662", "another-kind"):
+        worker.after_job(app, rq_job_id)
+
+
 class Listener:
     """A receiver that is no HTTP server: `answer(connection)` does what it likes with each connection, in a
     thread; `opened` and `closed` record when each connection came and when the delivery let go of it."""
