@@ -1,12 +1,16 @@
-"""The jobs table (filter, self-refresh while work is active) and a job's detail page."""
+"""The jobs table (filter, self-refresh while work is active, every column in view) and a job's detail page."""
 
 import re
 from datetime import datetime, timedelta
+
+import requests
 
 from app.extensions import db
 from app.models import JobStatus
 
 from tests.factories import MODEL, add_turn
+
+from .browser import sign_in
 
 
 def listed(html: str) -> list[tuple[str, str]]:
@@ -70,3 +74,31 @@ def test_the_detail_of_an_unfinished_job_refreshes_as_a_whole(signed_in):
     fragment = signed_in.get(f"/chat/jobs/{job.id}", headers={"HX-Request": "true"}).text
     assert fragment.lstrip().startswith('<section id="job-detail"')
     assert signed_in.get("/chat/jobs/999").status_code == 404
+
+
+# The last column's cells, each as (its right edge, the right edge of what the table's scroll container shows), and
+# whether the page itself scrolls sideways (it must not: a wide table scrolls inside its container).
+LAST_COLUMN = """() => {
+  const shown = document.querySelector('.table-scroll').getBoundingClientRect().right;
+  const cells = [...document.querySelectorAll('#jobs-table tr > :last-child')];
+  return {cells: cells.map(cell => [cell.getBoundingClientRect().right, shown]),
+          pageScrolls: document.documentElement.scrollWidth > innerWidth};
+}"""
+
+
+def test_the_admins_table_shows_its_last_column_at_1200_px_and_scrolls_inside_its_box_when_narrower(chromium, web):
+    other = web.user("a-second-user-with-a-long-name")
+    for headers in (web.headers, other):
+        requests.post(web.url + "/api/submit", headers=headers, timeout=10, json={
+            "user_input": "Summarise this customer ticket about a parcel that arrived late. " * 4}).raise_for_status()
+    context = chromium.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    sign_in(page, web.url)
+    page.goto(web.url + "/jobs")
+    wide = page.evaluate(LAST_COLUMN)
+    assert len(wide["cells"]) == 3 and not wide["pageScrolls"]  # the header and two jobs, each other's owner
+    assert all(right <= shown for right, shown in wide["cells"]), wide
+    page.set_viewport_size({"width": 700, "height": 800})
+    narrow = page.evaluate(LAST_COLUMN)
+    assert not narrow["pageScrolls"] and all(right > shown for right, shown in narrow["cells"]), narrow
+    context.close()
