@@ -19,6 +19,9 @@ from app.extensions import current, db
 from app.models import Job, JobStatus
 
 HTTP_KEY = "llamalith:metrics:http"  # hash: "method route status" -> requests
+# A client may send any method name and any path: each would make a series of its own forever, so the methods
+# outside this list count as "other", and paths no route matches as "unmatched".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RESTORES_KEY = "llamalith:metrics:kv_restores"  # hash: model -> prompts started from a kept KV state
 DURATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)  # seconds
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -28,8 +31,9 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def count_request(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
+        method = request.method if request.method in METHODS else "other"
         try:
-            current().redis.hincrby(HTTP_KEY, f"{request.method} {route} {response.status_code}", 1)
+            current().redis.hincrby(HTTP_KEY, f"{method} {route} {response.status_code}", 1)
         except RedisError:
             pass  # counting must never fail a request
         return response
@@ -47,8 +51,8 @@ def count_restores(redis: Redis, model: str, restores: int) -> None:
 
 def scrape() -> Response:
     token = current().settings.metrics_token
-    sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if token and not hmac.compare_digest(sent.encode(), token.encode()):
+    scheme, _, sent = request.headers.get("Authorization", "").strip().partition(" ")
+    if token and not (scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode())):
         raise APIError(401, "unauthorized", "send METRICS_TOKEN as 'Authorization: Bearer <token>'")
     registry = CollectorRegistry()
     registry.register(_Collector())

@@ -52,8 +52,24 @@ def test_metrics_token(environ):
     client = app.test_client()
     assert client.get("/chat/metrics").status_code == 401
     assert client.get("/chat/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    answer = client.get("/chat/metrics", headers={"Authorization": "Bearer s3cret"})
-    assert answer.status_code == 200 and "llamalith_jobs" in answer.text
+    assert client.get("/chat/metrics", headers={"Authorization": "Basic s3cret"}).status_code == 401
+    for scheme in ("Bearer", "bearer", "BEARER"):  # the scheme is case-insensitive (RFC 9110)
+        answer = client.get("/chat/metrics", headers={"Authorization": f"{scheme} s3cret"})
+        assert answer.status_code == 200 and "llamalith_jobs" in answer.text
+
+
+def test_unknown_methods_and_paths_share_one_series_each(client):
+    """Any client may invent method names and paths: they must not each add a series to every later scrape."""
+    for number in range(30):
+        client.open(f"/chat/nowhere-{number}", method=f"FOO{number}")
+        client.open(f"/chat/api/jobs/x{number}", method="GET")
+    client.open("/chat/healthz", method="BREW")
+    found = {(sample.labels["method"], sample.labels["route"], sample.labels["status"]): sample.value
+             for family in text_string_to_metric_families(client.get("/chat/metrics").text)
+             if family.name == "llamalith_http_requests" for sample in family.samples}
+    assert found[("other", "unmatched", "404")] == 30 and found[("GET", "unmatched", "404")] == 30
+    assert found[("other", "unmatched", "405")] == 1
+    assert {method for method, _, _ in found} <= {"GET", "other"}
 
 
 def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(client):
