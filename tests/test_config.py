@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from config import ROOT, ConfigError, load_settings
 from tests.stack import MODEL_PATHS
@@ -115,11 +116,64 @@ def test_processes_exit_with_one_line(tmp_path, command):
 
 
 def test_https_and_proxy_settings_reach_the_app(tmp_path):
-    from app import create_app
+    from app import create_app, serving
 
     settings = load_settings({**BASE, "LLAMALITH_INSTANCE": str(tmp_path), **MODEL_PATHS,
                               "SECURE_COOKIES": "1", "TRUST_PROXY": "1"})
     app = create_app(settings)
     assert app.config["SESSION_COOKIE_SECURE"] and app.config["REMEMBER_COOKIE_SECURE"]
     assert app.config["SESSION_COOKIE_PATH"] == "/chat"
-    assert type(app.wsgi_app).__name__ == "ProxyFix"
+    options = serving.waitress_options(app, 4096)  # waitress takes X-Forwarded-* from the proxy on loopback only
+    assert (options["trusted_proxy"], options["trusted_proxy_count"], options["trusted_proxy_headers"]) == (
+        "127.0.0.1", 1, {"x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"})
+
+
+@pytest.mark.parametrize("url", ["postgresql://user:pw@db-host:5432/llamalith", "postgres://user:pw@db-host/llamalith",
+                                 "postgresql+psycopg://user:pw@db-host/llamalith"])
+def test_postgresql_urls_as_postgresql_hands_them_out_use_psycopg_3(url):
+    assert load_settings({**BASE, "DATABASE_URL": url, **MODEL_PATHS}).database_address.startswith(
+        "postgresql+psycopg://user:pw@db-host")
+
+
+@pytest.mark.parametrize("url, named", [("postgresql+psycopg2://u:secret@h/db", "psycopg2"),
+                                        ("mysql://u:secret@h/db", "MySQLdb"),
+                                        ("nosuchdb://u:secret@h/db", "nosuchdb"),
+                                        ("not a url", "not a database URL")])
+def test_a_database_url_without_its_driver_is_one_line_naming_what_to_install(url, named):
+    with pytest.raises(ConfigError) as error:
+        load_settings({**BASE, "DATABASE_URL": url, **MODEL_PATHS})
+    message = str(error.value)
+    assert "DATABASE_URL" in message and named in message and "secret" not in message and "\n" not in message
+
+
+def test_flask_db_and_the_web_process_take_a_postgresql_url(tmp_path, postgres_url, redis_url):
+    """The form PostgreSQL's own docs use: the migrations run, a key is made, and a started web process reaches the
+    database (/readyz names no database problem; no worker runs here) and answers with that key."""
+    from tests.stack import free_port, wait_for
+
+    url = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    port = free_port()
+    environ = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x", "LLAMALITH_INSTANCE": str(tmp_path), "DATABASE_URL": url,
+               "REDIS_URL": redis_url, "PORT": str(port), **MODEL_PATHS}
+
+    def flask(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], env=environ, cwd=ROOT,
+                              input=stdin, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    flask("db", "upgrade")
+    flask("users", "create", "admin", "--admin", "--password-stdin", stdin="correct horse battery\n")
+    key = flask("keys", "create", "pg").strip().splitlines()[-1]
+    web = subprocess.Popen([sys.executable, "wsgi.py"], env=environ, cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    ready = f"http://127.0.0.1:{port}/chat/readyz"
+    try:
+        wait_for(lambda: requests.get(ready, timeout=5).status_code, timeout=60)  # 503 without a worker
+        assert "the database cannot be reached" not in requests.get(ready, timeout=5).json().get("problems", [])
+        jobs = requests.get(f"http://127.0.0.1:{port}/chat/api/jobs", headers={"Authorization": f"Bearer {key}"},
+                            timeout=5)
+        assert jobs.status_code == 200 and jobs.json() == {"jobs": []}
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
