@@ -100,7 +100,10 @@ class Settings(Strict):
     @field_validator("trusted_proxy_headers", mode="before")
     @classmethod
     def _header_names_any_case(cls, names: Any) -> Any:
-        return [name.lower() for name in names] if isinstance(names, list) else names
+        names = [str(name).lower() for name in names] if isinstance(names, list) else names
+        if "forwarded" in names and len(set(names)) > 1:
+            raise ValueError("'forwarded' is taken alone, not with the X-Forwarded-* headers")
+        return names
 
     @field_validator("base_path")
     @classmethod

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from redis import Redis
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from app import cors, logs, openapi, security
@@ -48,10 +47,6 @@ def create_app(settings: Settings | None = None) -> Llamalith:
         RATELIMIT_KEY_PREFIX="llamalith",
     )
     logs.configure(settings.log_format)
-    if settings.trust_proxy:
-        # Behind a reverse proxy: take the client address and scheme from its X-Forwarded-* headers,
-        # so login throttling counts per real client. Only safe when the proxy sets them.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
     logs.init_app(app)
     security.init_app(app)
     cors.init_app(app)
@@ -98,7 +93,10 @@ def register_extensions(app: Llamalith, settings: Settings) -> None:
 
 class DatabaseId(IntegerConverter):
     """<int:...> in every route: a number beyond the ids' INTEGER columns (32 bits in PostgreSQL, 64 in SQLite) is
-    a 404, never an overflow."""
+    a 404, never an overflow. ASCII digits only: werkzeug's `\\d+` (and int()) also take other scripts' digits, so
+    /jobs/١٢ would be job 12 under a second address."""
+
+    regex = "[0-9]+"
 
     def __init__(self, url_map, *args, **kwargs):
         super().__init__(url_map, *args, **{"max": 2**31 - 1, **kwargs})

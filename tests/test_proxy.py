@@ -1,0 +1,100 @@
+"""Behind a reverse proxy (TRUST_PROXY): a real proxy process on loopback in front of a real `python wsgi.py`, so
+sign-in limits count per client address and cookies are Secure when the client came over https."""
+
+import http.client
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from tests.stack import CSRF_TOKEN
+
+PASSWORD = "a long password"
+CLIENT = "X-Test-Client"  # the proxy's client address, as the test says it is for each request
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+
+
+class Forwarder(BaseHTTPRequestHandler):
+    """What nginx's `proxy_pass` does with the snippet in docs/deployment.md: the request goes on to the web process
+    with X-Forwarded-For (the client), X-Forwarded-Proto (https: TLS ended here) and X-Forwarded-Host."""
+
+    upstream: tuple[str, int]
+
+    def forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        headers = {name: value for name, value in self.headers.items()
+                   if name.lower() not in HOP_BY_HOP and name != CLIENT}
+        headers.update({"X-Forwarded-For": self.headers[CLIENT], "X-Forwarded-Proto": "https",
+                        "X-Forwarded-Host": self.headers["Host"]})
+        upstream = http.client.HTTPConnection(*self.upstream, timeout=30)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            answer = upstream.getresponse()
+            content = answer.read()
+            self.send_response(answer.status)
+            for name, value in answer.getheaders():
+                if name.lower() not in HOP_BY_HOP | {"content-length"}:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+        finally:
+            upstream.close()
+
+    do_GET = do_POST = forward
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy(stack):
+    """The address of a proxy in front of the stack's web process (which the test starts), and TRUST_PROXY on."""
+    stack.env["TRUST_PROXY"] = "1"
+    upstream = urlsplit(stack.url)
+    handler = type("StackForwarder", (Forwarder,), {"upstream": (upstream.hostname, upstream.port)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}{upstream.path}"
+    server.shutdown()
+    server.server_close()
+
+
+def login_form(proxy: str, client: str) -> tuple[str, str, str]:
+    """The login page through the proxy: its session cookie (as Set-Cookie said it), the cookie to send back, and
+    the form's CSRF token."""
+    page = requests.get(proxy + "/login", headers={CLIENT: client}, timeout=10)
+    set_cookie = page.headers["Set-Cookie"]
+    return set_cookie, set_cookie.split(";")[0], CSRF_TOKEN.search(page.text).group(1)
+
+
+def sign_in(proxy: str, client: str, name: str, password: str) -> int:
+    """A sign-in through the proxy from `client`; the status it got. The cookie goes back by hand: it is Secure,
+    which a browser sends over https only, and this proxy is plain http."""
+    _, cookie, token = login_form(proxy, client)
+    referer = proxy.replace("http:", "https:") + "/login"  # over https, the CSRF check wants the same origin
+    return requests.post(proxy + "/login", headers={CLIENT: client, "Cookie": cookie, "Referer": referer},
+                         data={"name": name, "password": password, "csrf_token": token}, allow_redirects=False,
+                         timeout=30).status_code
+
+
+def test_sign_in_limits_count_per_client_behind_the_proxy(stack, proxy):
+    stack.env["LOGIN_ATTEMPTS"] = "100"  # guesses at one name: only the per-address limit applies
+    stack.start_web()
+    stack.user("carol", password=PASSWORD)
+    attempts = stack.app.settings.login_attempts_per_address
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: sign_in(proxy, "203.0.113.7", "carol", "wrong"), range(attempts)))
+    assert statuses == [200] * attempts  # the form again, saying the name or password is wrong
+    assert sign_in(proxy, "203.0.113.7", "carol", PASSWORD) == 429  # that address is locked out
+    assert sign_in(proxy, "198.51.100.20", "carol", PASSWORD) == 302  # another client is not
+
+
+def test_cookies_are_secure_when_the_client_came_over_https(stack, proxy):
+    stack.start_web()
+    set_cookie, _, _ = login_form(proxy, "203.0.113.7")
+    assert re.search(r";\s*Secure", set_cookie), set_cookie
