@@ -17,6 +17,7 @@ from app.models import Conversation, Job, JobStatus, Message, Priority, User, co
 from app.ui import bp, owned_or_404, viewable_or_404, visible, wants_fragment
 from app.ui.answers import Answer, answers_for, bubble_location
 from app.ui.forms import ADVANCED, PromptForm, RenameForm
+from app.ui.job_pages import stored_variables
 from app.ui.paging import paginate
 
 CONVERSATIONS_PER_PAGE = 25
@@ -178,7 +179,7 @@ def composer(last: Job | None) -> PromptForm:
     advanced = {name: last.params[name] for name in ADVANCED if name in last.params}
     if last.prompt_template:
         return PromptForm(formdata=None, model=last.model, prompt_template=last.prompt_template.name,
-                          variables=last.prompt_variables or {}, **advanced)
+                          variables=stored_variables(last), **advanced)
     system_prompt = last.system_prompt if last.system_prompt != settings.models[last.model].system_prompt else None
     return PromptForm(formdata=None, model=last.model, system_prompt=system_prompt, variables={}, **advanced)
 

@@ -1,5 +1,7 @@
 """The jobs pages: every job, newest first, filtered by status; and one job with everything known about it."""
 
+import json
+
 from flask import abort, render_template, request
 from sqlalchemy import select
 
@@ -34,4 +36,19 @@ def jobs_list():
 def job(job_id: int):
     job = viewable_or_404(db.session.get(Job, job_id))
     template = "partials/_job_detail.html" if wants_fragment() else "job.html"
-    return render_template(template, job=job, answer=answer_for(job))
+    return render_template(template, job=job, answer=answer_for(job), variables=stored_variables(job))
+
+
+def stored_variables(job: Job) -> dict[str, str]:
+    """The template values a job was submitted with, as text any page can show. They are stored as JSON, which
+    holds any shape and lone surrogates (\\ud800, which no page can be encoded with): older versions let such names
+    in, so whatever was stored is shown escaped rather than failing the page."""
+    stored = job.prompt_variables
+    if not isinstance(stored, dict):
+        return {}
+    return {_showable(name): _showable(value) for name, value in stored.items()}
+
+
+def _showable(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.encode("utf-8", "backslashreplace").decode()
