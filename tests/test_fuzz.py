@@ -213,6 +213,8 @@ def test_the_job_pages_show_any_stored_job(signed_in, anything, variables, param
     ("POST", f"/chat/api/jobs/{2**63}/cancel", {}),
     ("GET", "/chat/api/jobs?limit=²", {}),
     ("GET", "/chat/api/jobs?limit=١٠", {}),
+    ("GET", "/chat/v1/batches?limit=%C2%B2", {}),
+    ("GET", "/chat/v1/batches?limit=١٠", {}),
     ("POST", "/chat/api/submit", {"json": {"user_input": "hi", "session_id": "story-1\n"}}),
     ("POST", "/chat/api/submit", {"json": {"user_input": "hi", "stop": ["\ud800"]}}),
     ("POST", "/chat/api/submit", {"json": {"user_input": "\udfff"}}),
@@ -220,6 +222,12 @@ def test_the_job_pages_show_any_stored_job(signed_in, anything, variables, param
 def test_the_inputs_that_once_made_500s_are_4xx_in_the_api(client, api_headers, method, path, kwargs):
     answer = client.open(path, method=method, headers=api_headers, **kwargs)
     assert 400 <= answer.status_code < 500 and answer.json["error"]["code"]
+
+
+def test_ids_in_paths_are_ascii_digits_only(client, api_headers, anything):
+    """int() reads "١" (Arabic-Indic one) as 1: the same job must not have a second address."""
+    assert client.get("/chat/api/jobs/1", headers=api_headers).status_code == 200
+    assert client.get("/chat/api/jobs/١", headers=api_headers).status_code == 404
 
 
 @pytest.mark.parametrize("path", [f"/chat/jobs/{2**63}", f"/chat/jobs/{2**64}/answer", "/chat/jobs?page=" + str(2**64),
