@@ -33,7 +33,7 @@ def test_a_connection_flood_after_a_warm_up_leaves_the_web_process_serving(stack
     port = int(stack.env["PORT"])
     idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(FLOOD)]
     try:  # waitress takes up to its connection limit, the rest wait in the listen backlog
-        wait_for(lambda: web.poll() is not None or psutil.Process(web.pid).num_fds() > 1024, timeout=20)
+        wait_for(lambda: web.poll() is not None or psutil.Process(web.pid).num_fds() > MAX_CONNECTIONS, timeout=20)
         time.sleep(0.5)
         assert web.poll() is None, "the web process died under the flood"
     finally:
