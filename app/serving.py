@@ -98,9 +98,12 @@ class Refusal(Error):
 class HeaderChecks(HTTPRequestParser):
     """waitress's request parser; once the headers are in, a request is refused at once if its Content-Length is
     over its route's limit, or if it carries a body to an API route without any key (a key is checked by the app,
-    but a stranger's body need not wait for that)."""
+    but a stranger's body need not wait for that). A chunked body, which has no Content-Length, is refused as soon
+    as it has grown over the limit."""
 
     app: Llamalith
+    limit: submissions.BodyLimit | None = None  # the route's, once the headers are in
+    openai = False  # the route is on OpenAI's face, so is the answer
 
     def received(self, data: bytes) -> int:
         reading_headers = not self.headers_finished
@@ -108,22 +111,31 @@ class HeaderChecks(HTTPRequestParser):
         # waitress's own 413 (over the largest limit) is answered in the same words as the others.
         checkable = self.error is None or isinstance(self.error, RequestEntityTooLarge)
         if reading_headers and self.headers_finished and not self.empty and checkable:
-            if refusal := self.refusal():
-                self.error, self.completed, self.expect_continue = refusal, True, False
-                return len(data)  # the rest of this read is the refused body, not a next request
+            refusal = self.refusal()
+        elif self.chunked and self.limit and self.error is None:
+            refusal = self.over_limit(len(self.body_rcv))
+        else:
+            refusal = None
+        if refusal:
+            self.error, self.completed, self.expect_continue = refusal, True, False
+            return len(data)  # the rest of this read is the refused body, not a next request
         return consumed
 
     def refusal(self) -> Refusal | None:
         view, face = self.route()
-        openai = face == "v1"
+        self.openai = face == "v1"
         has_body = self.chunked or self.content_length > 0
         if has_body and face in KEYED_FACES and not any(self.headers.get(name) for name in CREDENTIAL_HEADERS):
-            return Refusal(401, "invalid_api_key" if openai else "unauthorized",
-                           "a valid API key is required: send 'Authorization: Bearer <key>'", openai)
+            return Refusal(401, "invalid_api_key" if self.openai else "unauthorized",
+                           "a valid API key is required: send 'Authorization: Bearer <key>'", self.openai)
+        self.limit = submissions.body_limit(self.app.settings, view)
+        return self.over_limit(self.content_length)
+
+    def over_limit(self, length: int) -> Refusal | None:
         try:
-            submissions.body_limit(self.app.settings, view).check(self.content_length)
+            self.limit.check(length)
         except submissions.Refused as refused:
-            return Refusal(refused.status, refused.code, refused.message, openai)
+            return Refusal(refused.status, refused.code, refused.message, self.openai)
         return None
 
     def route(self) -> tuple:

@@ -76,6 +76,11 @@ def test_a_body_over_its_routes_limit_is_refused_before_it_is_sent(stack):
     status, error = status_and_error(answer)
     assert took < 1 and status == 413 and error["code"] == "file_too_large" and error["type"]  # OpenAI's shape
 
+    # A chunked body (no Content-Length) is refused once it has grown over the limit, not when it ends.
+    took, answer = raw_request(port, f"POST /chat/api/submit HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\n"
+                                     f"Transfer-Encoding: chunked\r\n\r\n1000\r\n{'x' * 4096}\r\n")
+    assert took < 1 and status_and_error(answer)[0] == 413
+
     # Under its own limit, a batch file larger than MAX_REQUEST_BYTES is taken.
     line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"messages": []}})
     upload = requests.post(stack.url + "/v1/files", headers=stack.headers, data={"purpose": "batch"},
