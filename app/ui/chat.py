@@ -176,7 +176,8 @@ def composer(last: Job | None) -> PromptForm:
     settings = current().settings
     if last is None or last.model not in settings.offered_models:
         return PromptForm(formdata=None, model=settings.default_model, variables={})
-    advanced = {name: last.params[name] for name in ADVANCED if name in last.params}
+    # Numbers only: what a row holds is shown in the form as it is, and an older version may have stored anything.
+    advanced = {name: last.params[name] for name in ADVANCED if isinstance(last.params.get(name), int | float)}
     if last.prompt_template:
         return PromptForm(formdata=None, model=last.model, prompt_template=last.prompt_template.name,
                           variables=stored_variables(last), **advanced)
