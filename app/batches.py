@@ -1,28 +1,33 @@
 """Batches: OpenAI's Batch API on Llamalith's queue. An uploaded JSONL file of chat completion requests is checked
-whole (any bad line fails the batch, with line numbers, and nothing is enqueued); then each line is a job at batch
-priority, in its own conversation unless the line's `user` names one. Keys take turns (jobs.release_lines), so a
-long batch does not hold back other keys' work. When the last line has ended, the output file (one line per
+whole (any bad line fails the batch, with line numbers, and nothing is stored or enqueued); then its lines are
+stored a chunk at a time, in short transactions that let other writers in, while the batch is `validating`, and
+only once all are stored does it start. Each line is a job at batch priority, in its own conversation unless the
+line's `user` names one. Keys take turns (jobs.release_lines), so a long batch does not hold back other keys' work. When the last line has ended, the output file (one line per
 answered request, `custom_id` kept) and the error file are written in the same transaction that ends the batch.
 
 Files are kept in the database, so every web node and worker can read and write them."""
 
 import json
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from app import jobs, submissions
 from app.errors import APIError
 from app.extensions import current, db
-from app.models import Batch, Job, JobStatus, Priority, StoredFile, utcnow
+from app.models import Batch, Conversation, Job, JobStatus, Message, Priority, StoredFile, utcnow
 from app.v1.routes import completion, job_failure, split_messages
 from app.v1.schemas import parse_chat_request
 
 ENDPOINT = "/v1/chat/completions"
 WINDOWS = {"24h": timedelta(hours=24)}
 MAX_LINES = 50_000
+CHUNK_LINES = 500  # lines stored per transaction: a few tens of milliseconds of the database each
+ABANDONED = timedelta(minutes=10)  # a batch still `validating` this long lost the request storing its lines
+INTERRUPTED = "the batch was not stored whole (its request ended half-way); create it again"
 MAX_ERRORS = 100  # a file with more bad lines reports the first ones
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 RUNNING = ("in_progress", "cancelling")  # a batch whose lines may still be running
@@ -33,6 +38,9 @@ ENDS = {"in_progress": "completed", "cancelling": "cancelled"}
 
 
 def store_file(owner: int, purpose: str, filename: str, content: bytes) -> StoredFile:
+    """A batch input file over MAX_LINES is refused here, before any line is parsed."""
+    if purpose == "batch" and (count := request_count(content)) > MAX_LINES:
+        raise APIError(413, "too_many_requests", _too_many(count)["message"], param="file")
     stored = StoredFile(id=f"file-{secrets.token_hex(12)}", user_id=owner, purpose=purpose, filename=filename,
                         bytes=len(content), content=content)
     db.session.add(stored)
@@ -58,16 +66,16 @@ def file_json(stored: StoredFile) -> dict:
 
 @dataclass
 class Line:
-    """A checked line of an input file, ready to be a job."""
+    """A checked line of an input file, ready to be a job: its columns, and its conversation's session id."""
 
     custom_id: str
-    job: Job
+    job: dict
     session_id: str
 
 
 def create(api_key, input_file_id: str, endpoint: str, window: str, metadata: dict | None) -> Batch:
     """The batch, `in_progress` with its lines stored and the first ones enqueued, or `failed` with the errors of
-    its input file and nothing enqueued."""
+    its input file and nothing stored or enqueued."""
     if endpoint != ENDPOINT:
         raise APIError(400, "invalid_request", f"endpoint must be '{ENDPOINT}'", param="endpoint")
     if window not in WINDOWS:
@@ -84,28 +92,86 @@ def create(api_key, input_file_id: str, endpoint: str, window: str, metadata: di
     lines, errors = read_lines(source.content, batch, api_key)
     if errors:
         batch.status, batch.failed_at, batch.errors = "failed", utcnow(), errors[:MAX_ERRORS]
-    else:
-        batch.status, batch.in_progress_at, batch.total = "in_progress", utcnow(), len(lines)
     db.session.add(batch)
     db.session.commit()
     if not errors:
-        jobs.add_lines([(line.job, line.session_id) for line in lines])
+        store_lines(batch, lines)
     return batch
 
 
-def read_lines(content: bytes, batch: Batch, api_key) -> tuple[list[Line], list[dict]]:
-    """Every line checked as /v1/chat/completions checks a request, and every problem with its line number."""
-    lines, errors, seen = [], [], set()
+def store_lines(batch: Batch, lines: list[Line]) -> None:
+    """Store the checked lines of a `validating` batch CHUNK_LINES at a time, each chunk its own short transaction,
+    pausing between them, so that other users' submits get the database meanwhile (SQLite lets one writer in at a
+    time: 50,000 lines in one transaction held it for minutes). Then, in one conditional update, the batch is
+    `in_progress`, and its first lines are released. Until then its lines are held and `release_lines` passes them
+    over, so nothing of a half-stored batch runs; if this request dies half-way, the reconciler discards it
+    (`discard_abandoned`)."""
     try:
-        rows = content.decode().splitlines()
+        for start in range(0, len(lines), CHUNK_LINES):
+            began = time.monotonic()
+            jobs.add_lines(batch.user_id, [(line.job, line.session_id) for line in lines[start:start + CHUNK_LINES]])
+            time.sleep(time.monotonic() - began)  # as long again for everyone else
+        started = db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status == "validating")
+                                     .values(status="in_progress", in_progress_at=utcnow(), total=len(lines))).rowcount
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        discard(batch.id, "storing the batch's lines failed; create it again")
+        raise
+    if not started:  # the reconciler gave up on it meanwhile
+        discard(batch.id, INTERRUPTED)
+    db.session.refresh(batch)
+    if started:
+        jobs.release_lines(batch.api_key_id)
+
+
+def discard_abandoned() -> int:
+    """Batches still `validating` ABANDONED after they were made lost the request that was storing their lines (a
+    crash, a restart): each is discarded. Returns how many."""
+    abandoned = db.session.scalars(select(Batch.id).where(Batch.status == "validating",
+                                                          Batch.created_at < utcnow() - ABANDONED)).all()
+    for batch_id in abandoned:
+        discard(batch_id, INTERRUPTED)
+    return len(abandoned)
+
+
+def discard(batch_id: str, reason: str) -> None:
+    """Delete what a batch that never started stored of its lines, a chunk at a time (with the conversations made
+    for them), and fail it with `reason`. None of its lines was released, so none ran."""
+    made = db.session.scalar(select(Batch.created_at).where(Batch.id == batch_id))
+    while stored := db.session.execute(select(Job.id, Job.conversation_id).where(Job.batch_id == batch_id)
+                                       .limit(CHUNK_LINES)).all():
+        job_ids, conversations = [job_id for job_id, _ in stored], {conversation for _, conversation in stored}
+        db.session.execute(delete(Message).where(Message.job_id.in_(job_ids)))
+        db.session.execute(delete(Job).where(Job.id.in_(job_ids)))
+        db.session.execute(delete(Conversation).where(
+            Conversation.id.in_(conversations), Conversation.created_at >= made,
+            ~select(Message.id).where(Message.conversation_id == Conversation.id).exists()))
+        db.session.commit()
+    db.session.execute(update(Batch).where(Batch.id == batch_id, Batch.status == "validating").values(
+        status="failed", failed_at=utcnow(), errors=[_error(None, "batch_not_stored", reason)]))
+    db.session.commit()
+
+
+def request_count(content: bytes) -> int:
+    """How many requests a file holds (its lines that are not blank), counted without parsing any."""
+    return sum(1 for row in content.splitlines() if row.strip())
+
+
+def read_lines(content: bytes, batch: Batch, api_key) -> tuple[list[Line], list[dict]]:
+    """Every line checked as /v1/chat/completions checks a request, and every problem with its line number; a file
+    over MAX_LINES is refused before any line is parsed."""
+    try:
+        content.decode()
     except UnicodeDecodeError:
         return [], [_error(None, "invalid_file", "the file is not UTF-8 text")]
-    numbered = [(number, row) for number, row in enumerate(rows, 1) if row.strip()]
+    numbered = [(number, row) for number, row in enumerate(content.splitlines(), 1) if row.strip()]
     if not numbered:
-        errors.append(_error(None, "empty_file", "the file has no requests"))
+        return [], [_error(None, "empty_file", "the file has no requests")]
     if len(numbered) > MAX_LINES:
-        errors.append(_error(None, "too_many_requests", f"the file has {len(numbered)} requests; at most {MAX_LINES}"))
-    for number, row in numbered[:MAX_LINES]:
+        return [], [_too_many(len(numbered))]
+    lines, errors, seen = [], [], set()
+    for number, row in numbered:
         try:
             line = read_line(number, row, batch, api_key)
         except APIError as refused:
@@ -119,7 +185,11 @@ def read_lines(content: bytes, batch: Batch, api_key) -> tuple[list[Line], list[
     return lines, errors
 
 
-def read_line(number: int, row: str, batch: Batch, api_key) -> Line:
+def _too_many(count: int) -> dict:
+    return _error(None, "too_many_requests", f"the file has {count} requests; at most {MAX_LINES}")
+
+
+def read_line(number: int, row: bytes, batch: Batch, api_key) -> Line:
     try:
         request = json.loads(row)
     except (ValueError, RecursionError):
@@ -137,12 +207,11 @@ def read_line(number: int, row: str, batch: Batch, api_key) -> Line:
     if request.get("url") != batch.endpoint:
         raise APIError(400, "invalid_request", f"url must be the batch's endpoint, '{batch.endpoint}'", param="url")
     job, session_id = _job_for(request.get("body"), number, batch, api_key)
-    job.custom_id = custom_id
-    return Line(custom_id, job, session_id)
+    return Line(custom_id, {**job, "custom_id": custom_id}, session_id)
 
 
-def _job_for(body, number: int, batch: Batch, api_key) -> tuple[Job, str]:
-    """The line's request as a (not yet stored) job, and its conversation's session id."""
+def _job_for(body, number: int, batch: Batch, api_key) -> tuple[dict, str]:
+    """The line's request as the columns of a (not yet stored) job, and its conversation's session id."""
     try:
         chat = parse_chat_request(body)
         if chat.stream:
@@ -158,9 +227,8 @@ def _job_for(body, number: int, batch: Batch, api_key) -> tuple[Job, str]:
     except submissions.Refused as refused:
         raise APIError(400, refused.code, f"body: {refused.message}", param="body") from None
     session_id = chat.user if chat.user and submissions.valid_conversation_id(chat.user) else f"{batch.id}-{number}"
-    job = Job(user_input=user_input, model=model, system_prompt=system_prompt, params=overrides,
-              priority=Priority.BATCH.value, api_key_id=api_key.id, user_id=api_key.user_id, history=history,
-              batch_id=batch.id)
+    job = dict(user_input=user_input, model=model, system_prompt=system_prompt, params=overrides,
+               priority=Priority.BATCH.value, api_key_id=api_key.id, history=history, batch_id=batch.id)
     return job, session_id
 
 
@@ -278,8 +346,9 @@ def expire_overdue() -> int:
 
 
 def maintain() -> None:
-    """The reconciler's part (in every worker): expire overdue batches, and end any whose last line ended while
-    nobody settled it (a worker that died between the two)."""
+    """The reconciler's part (in every worker): discard batches whose making was cut off, expire overdue ones, and
+    end any whose last line ended while nobody settled it (a worker that died between the two)."""
+    discard_abandoned()
     expire_overdue()
     for batch_id in db.session.scalars(select(Batch.id).where(Batch.status.in_(RUNNING))).all():
         settle(batch_id)

@@ -10,8 +10,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -153,6 +153,17 @@ def _one_writer():
     return _SQLITE_WRITER if db.session.get_bind().dialect.name == "sqlite" else nullcontext()
 
 
+@contextmanager
+def in_turn() -> Iterator[None]:
+    """One short write transaction of a long series (a batch file's lines, an imported conversation's turns) as
+    `_one_writer`; after it the series pauses as long as it took, so that other writers, this process's and the
+    others', get the database at least half the time."""
+    began = time.monotonic()
+    with _one_writer():
+        yield
+    time.sleep(time.monotonic() - began)
+
+
 class NotRegenerable(Exception):
     pass
 
@@ -206,30 +217,79 @@ class ConversationExists(Exception):
     """The owner already has a conversation with this id."""
 
 
+IMPORT_CHUNK = 1000  # turns written per transaction
+IMPORTING = "importing-"  # the session id of a conversation being imported: importing-<epoch seconds>-<its id>
+UNFINISHED_IMPORT = timedelta(minutes=10)  # one still being imported this long lost its request
+
+
 def add_ended(conversation: Conversation, turns: list[tuple[dict | None, str | None, str | None]]) -> None:
-    """Store a conversation whose turns all ended elsewhere (an imported file) in one transaction, and enqueue
-    nothing. Each turn is (its finished job's columns, the user's message, the answer), in order: a turn's place is
-    its job's id. A turn without a job is a message kept without one. A few statements whatever the number of turns
-    (10,000 turns, one at a time, held the database for 15 s). Stores nothing, and raises ConversationExists, when
-    the owner already has a conversation with its session id."""
+    """Store a conversation whose turns all ended elsewhere (an imported file), and enqueue nothing. Each turn is
+    (its finished job's columns, the user's message, the answer), in order: a turn's place is its job's id. A turn
+    without a job is a message kept without one. Raises ConversationExists, storing nothing, when the owner already
+    has a conversation with its session id.
+
+    10,000 turns in one transaction held SQLite (one writer at a time) for seconds, so the turns are written
+    IMPORT_CHUNK at a time (`in_turn`) into a conversation nobody owns yet, under a placeholder id; one last short
+    transaction gives it its owner and id. A crash half-way leaves only the placeholder, which the reconciler
+    removes (`remove_unfinished_imports`)."""
+    owner, session_id = conversation.user_id, conversation.session_id
+    if db.session.scalar(select(Conversation.id).where(Conversation.user_id == owner,
+                                                       Conversation.session_id == session_id)):
+        raise ConversationExists(f"there is already a conversation '{session_id}'")
     conversation.id = secrets.token_hex(8)
+    conversation.user_id, conversation.session_id = None, f"{IMPORTING}{int(time.time())}-{conversation.id}"
     request_id = logs.request_id.get()
     try:
-        with _one_writer():
+        with in_turn():
             db.session.add(conversation)
-            db.session.flush()
-            job_ids = iter(_insert_jobs([{**job, "conversation_id": conversation.id, "user_id": conversation.user_id,
-                                          "request_id": request_id} for job, _, _ in turns if job is not None]))
-            messages = []
-            for job, user, assistant in turns:
-                job_id = next(job_ids) if job is not None else None
-                messages += [{"conversation_id": conversation.id, "role": role, "content": text, "job_id": job_id}
-                             for role, text in (("user", user), ("assistant", assistant)) if text is not None]
-            _insert_messages(messages)
             db.session.commit()
-    except IntegrityError:
+        for start in range(0, len(turns), IMPORT_CHUNK):
+            with in_turn():
+                _add_turns(conversation.id, turns[start:start + IMPORT_CHUNK], request_id)
+                db.session.commit()
+        with in_turn():
+            db.session.execute(update(Job).where(Job.conversation_id == conversation.id).values(user_id=owner))
+            conversation.user_id, conversation.session_id = owner, session_id
+            db.session.commit()
+    except BaseException as failed:
         db.session.rollback()
-        raise ConversationExists(f"there is already a conversation '{conversation.session_id}'") from None
+        _remove_conversations([conversation.id])
+        if isinstance(failed, IntegrityError):  # the same id was made meanwhile
+            raise ConversationExists(f"there is already a conversation '{session_id}'") from None
+        raise
+
+
+def _add_turns(conversation_id: str, turns: list[tuple[dict | None, str | None, str | None]],
+               request_id: str | None) -> None:
+    job_ids = iter(_insert_jobs([{**job, "conversation_id": conversation_id, "request_id": request_id}
+                                 for job, _, _ in turns if job is not None]))
+    messages = []
+    for job, user, assistant in turns:
+        job_id = next(job_ids) if job is not None else None
+        messages += [{"conversation_id": conversation_id, "role": role, "content": text, "job_id": job_id}
+                     for role, text in (("user", user), ("assistant", assistant)) if text is not None]
+    _insert_messages(messages)
+
+
+def remove_unfinished_imports() -> int:
+    """Remove the conversations an import began and did not finish (its request died) UNFINISHED_IMPORT ago, with
+    what it wrote of them. Returns how many."""
+    before = time.time() - UNFINISHED_IMPORT.total_seconds()
+    unfinished = [conversation_id for conversation_id, session_id in db.session.execute(
+        select(Conversation.id, Conversation.session_id).where(Conversation.user_id.is_(None),
+                                                               Conversation.session_id.startswith(IMPORTING)))
+        if int(session_id.split("-")[1]) < before]
+    _remove_conversations(unfinished)
+    return len(unfinished)
+
+
+def _remove_conversations(conversation_ids: list[str]) -> None:
+    """With their jobs and messages, deleted outright rather than left to ON DELETE CASCADE (which SQLite applies
+    only where the connection turned foreign keys on, and did not in tests)."""
+    for table in (Message, Job, Conversation):
+        column = table.id if table is Conversation else table.conversation_id
+        db.session.execute(delete(table).where(column.in_(conversation_ids)))
+    db.session.commit()
 
 
 def add_lines(owner: int, lines: list[tuple[dict, str]]) -> None:
@@ -238,7 +298,7 @@ def add_lines(owner: int, lines: list[tuple[dict, str]]) -> None:
     batch to be `in_progress` before `release_lines` enqueues any (app/batches.py writes a big file this way, a
     chunk at a time, so that other writers get in between)."""
     request_id = logs.request_id.get()
-    with _one_writer():
+    with in_turn():
         titles = {session_id: _title(job["user_input"]) for job, session_id in reversed(lines)}  # the first's title
         conversations = _ensure_conversations(owner, titles)
         rows = [{**job, "conversation_id": conversations[session_id], "user_id": owner, "held": True,
@@ -553,10 +613,12 @@ def heartbeat(worker: str) -> None:
 
 def reconcile() -> dict[str, int]:
     """Repair the queue from the database: retry or fail jobs whose worker vanished, expire jobs that
-    waited too long, and enqueue queued jobs Redis does not hold (or that aged into interactive)."""
+    waited too long, and enqueue queued jobs Redis does not hold (or that aged into interactive); remove imports
+    that never finished."""
     expired = _transition(Job.status == JobStatus.QUEUED.value, _waited_too_long(), processed_at=utcnow(),
                           **QUEUE_WAIT_EXPIRED)
-    counts = {"lost": _resolve_lost_jobs(), "expired": expired, "enqueued": 0}
+    counts = {"lost": _resolve_lost_jobs(), "expired": expired, "enqueued": 0,
+              "unfinished_imports": remove_unfinished_imports()}
     now = utcnow()
     waiting = db.session.execute(
         select(Job, _queue_rank())

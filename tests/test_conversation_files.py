@@ -4,16 +4,20 @@ real Redis and an in-process worker."""
 import json
 import re
 import subprocess
+import time
 
 import pytest
+import requests
 from rq import Queue
 from sqlalchemy import func, select
 
+from app import conversation_files, jobs
 from app.extensions import db
 from app.keys import create_key
 from app.models import Conversation, Job, JobStatus, Message
 from config import ROOT
 from tests.factories import MODEL, add_conversation, add_turn, add_user, conversation_file
+from tests.other_submits import OtherSubmits
 
 
 def submit(client, headers, **body) -> int:
@@ -228,3 +232,62 @@ def test_the_readme_export_and_import_commands_work_as_written(stack, tmp_path):
     assert "Tell me a one-line joke." in result.stdout and '"conversation_id":"story-copy"' in result.stdout
     original, copy_ = (stack.get(f"/api/conversations/{name}/export") for name in ("story-123", "story-copy"))
     assert copy_["turns"] == original["turns"]
+
+
+def test_a_big_import_does_not_hold_up_another_users_submits(stack):
+    """10,000 turns, written a chunk at a time into a conversation nobody owns until the last one (one transaction
+    held the database for 14 s): another user's submits every 100 ms keep their p99 under a second."""
+    stack.start_web()
+    other = stack.user("dora")
+    body = json.dumps(conversation_file("big", *[(f"Question {n}?", f"Answer {n}.") for n in range(10_000)]))
+    with OtherSubmits(stack.url, other) as submits:
+        time.sleep(0.5)
+        answer = requests.post(stack.url + "/api/conversations/import", data=body, timeout=600,
+                               headers={**stack.headers, "Content-Type": "application/json"})
+        time.sleep(0.5)
+    assert answer.status_code == 201 and answer.json()["turns"] == 10_000, answer.text
+    assert not submits.failures and len(submits.latencies) >= 10, submits.failures
+    assert submits.p99 < 1.0, submits.summary()
+    turns = stack.get("/api/conversations/big/export")["turns"]
+    assert [turn["user"] for turn in turns] == [f"Question {n}?" for n in range(10_000)]  # in order
+
+
+def test_an_import_cut_off_half_way_is_seen_by_nobody_and_removed(client, api_headers, owner, monkeypatch):
+    """The request died after its first chunk: what it wrote has no owner, so no list shows it, and the
+    reconciler removes it once it is clearly abandoned."""
+    monkeypatch.setattr(jobs, "IMPORT_CHUNK", 2)
+    calls = []
+
+    def die_on_the_second_chunk(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a crash, and not even the cleanup runs: see the finally below
+        return real(*args)
+
+    real = jobs._add_turns
+    monkeypatch.setattr(jobs, "_add_turns", die_on_the_second_chunk)
+    monkeypatch.setattr(db.session, "execute", _no_deletes(db.session.execute))
+    file = conversation_files.parse(json.dumps(conversation_file("cut", *[(f"q{n}", f"a{n}") for n in range(5)])))
+    with pytest.raises(KeyboardInterrupt):
+        conversation_files.store(owner.id, file)
+    monkeypatch.undo()
+    db.session.rollback()
+    assert counts() == (1, 2, 4)
+    assert client.get("/chat/api/conversations/cut/export", headers=api_headers).status_code == 404
+    assert db.session.scalar(select(Conversation.user_id)) is None
+
+    assert jobs.remove_unfinished_imports() == 0  # not yet: it may still be running
+    conversation = db.session.scalar(select(Conversation))
+    conversation.session_id = f"{jobs.IMPORTING}{int(time.time() - jobs.UNFINISHED_IMPORT.total_seconds()) - 1}-x"
+    db.session.commit()
+    assert jobs.reconcile()["unfinished_imports"] == 1
+    assert counts() == (0, 0, 0)
+
+
+def _no_deletes(execute):
+    """session.execute, except that DELETE statements do nothing (a process killed has no cleanup)."""
+    def execute_but_delete(statement, *args, **kwargs):
+        if getattr(statement, "is_delete", False):
+            return None
+        return execute(statement, *args, **kwargs)
+    return execute_but_delete

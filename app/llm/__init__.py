@@ -1,8 +1,8 @@
 """Models by key: settings become a warm `Llama`, a conversation becomes a prompt, a prompt becomes tokens."""
 
 from app.llm.models import LoadedModel, ModelCache, ModelLoadError
-from app.llm.prompt import ContextTooLong, Turn, fit_prompt
+from app.llm.prompt import ContextTooLong, Turn, check_fits, fit_prompt
 from app.llm.settings import GenerationParams, ModelSettings
 
 __all__ = ["ContextTooLong", "GenerationParams", "LoadedModel", "ModelCache", "ModelLoadError", "ModelSettings", "Turn",
-           "fit_prompt"]
+           "check_fits", "fit_prompt"]

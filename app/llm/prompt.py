@@ -66,3 +66,14 @@ def fit_prompt(model, system_prompt: str | None, history: list[Turn], user_input
         else:
             low = middle + 1
     return best
+
+
+def check_fits(model, system_prompt: str | None, user_input: str, max_tokens: int, safety_margin: int) -> None:
+    """Raise ContextTooLong unless the system prompt and input alone fit, tokenizing them only when they might not.
+    Every token of a prompt stands for at least one of its bytes (byte-level BPE and SentencePiece's byte fallback
+    alike; a special token's text is longer than the space it may add), so a prompt of fewer bytes than the budget
+    fits; most do, and tokenizing costs about a millisecond (a minute for a batch file of 50,000 lines)."""
+    prompt = model.format_chat(messages=build_messages(system_prompt, [], user_input, model.folds_system)).prompt
+    if len(prompt.encode()) + 1 <= model.settings.n_ctx - max_tokens - safety_margin:  # + 1: a BOS token
+        return
+    fit_prompt(model, system_prompt, [], user_input, max_tokens, safety_margin)
