@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.stack import CSRF_TOKEN
+from config import ConfigError, load_settings
+from tests.stack import CSRF_TOKEN, MODEL_PATHS
 
 PASSWORD = "a long password"
 CLIENT = "X-Test-Client"  # the proxy's client address, as the test says it is for each request
@@ -98,3 +99,13 @@ def test_cookies_are_secure_when_the_client_came_over_https(stack, proxy):
     stack.start_web()
     set_cookie, _, _ = login_form(proxy, "203.0.113.7")
     assert re.search(r";\s*Secure", set_cookie), set_cookie
+
+
+def test_the_proxy_headers_taken_are_checked_at_start():
+    environ = {"SECRET_KEY": "x", **MODEL_PATHS, "TRUST_PROXY": "1"}
+    assert load_settings({**environ, "TRUSTED_PROXY_HEADERS": "X-Forwarded-For, X-Forwarded-Proto"}
+                         ).trusted_proxy_headers == ["x-forwarded-for", "x-forwarded-proto"]
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_HEADERS.*'forwarded' is taken alone"):
+        load_settings({**environ, "TRUSTED_PROXY_HEADERS": "X-Forwarded-For,Forwarded"})
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_HEADERS.*x-real-ip"):
+        load_settings({**environ, "TRUSTED_PROXY_HEADERS": "X-Real-IP"})
