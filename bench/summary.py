@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["overhead.py", "multiturn.py", "api_load.py", "streams.py"]
+BENCHMARKS = ["overhead.py", "multiturn.py", "api_load.py", "streams.py", "big_files.py"]
 
 
 def summary(name: str, figure: float, baseline: float, target: str, measured: float | None = None) -> None:
