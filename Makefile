@@ -68,7 +68,7 @@ test: setup
 
 # The suite again with PostgreSQL, as CI runs it: each test with a database makes its own on the server that
 # TEST_DATABASE_URL names (tests/conftest.py), so its user needs CREATEDB there.
-TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 test-postgres: setup
 	DATABASE_URL='$(TEST_DATABASE_URL)' $(BIN)/pytest
 
