@@ -11,6 +11,7 @@ import argparse
 import ctypes
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -99,7 +100,9 @@ def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: M
             log.error("%s", exc)
     app.models = cache
     app.stopping.clear()
-    app.worker_name = name or f"{socket.gethostname()}:{os.getpid()}"
+    # host:pid and a random tag: containers on one host network share the hostname and all run as pid 1, and each
+    # worker needs a name of its own (its liveness key, its affinity queue).
+    app.worker_name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
     return cache
 
 
