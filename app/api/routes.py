@@ -78,8 +78,8 @@ def list_jobs():
     if limit is None:
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 1000")
     found = db.session.scalars(query.limit(limit)).all()
-    progress = progress.of(found)
-    return {"jobs": [job_views.job_json(job, progress[job.id]) for job in found]}
+    standing = progress.of(found)
+    return {"jobs": [job_views.job_json(job, standing[job.id]) for job in found]}
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
