@@ -19,8 +19,8 @@ from app import jobs, submissions
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import Batch, Conversation, Job, JobStatus, Message, Priority, StoredFile, utcnow
-from app.v1.routes import completion, job_failure, split_messages
-from app.v1.schemas import parse_chat_request
+from app.openai_format import completion, job_failure, parse_chat_request, split_messages
+from app.progress import eta_per_position
 
 ENDPOINT = "/v1/chat/completions"
 WINDOWS = {"24h": timedelta(hours=24)}
@@ -255,7 +255,7 @@ def eta_seconds(batch: Batch, progress: dict[str, int]) -> float | None:
     workers (other work on the queue, and other keys' batches taking turns, make it longer)."""
     left = progress["total"] - progress["completed"] - progress["failed"]
     model = db.session.scalar(select(Job.model).where(Job.batch_id == batch.id, Job.status.in_(UNFINISHED)).limit(1))
-    per_line = jobs.eta_per_position(model) if model else None
+    per_line = eta_per_position(model) if model else None
     return left * per_line if left and per_line is not None else None
 
 

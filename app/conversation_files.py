@@ -7,12 +7,12 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from flask import Response, request
+from flask import Response
 from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict,
                       ValidationError, model_validator)
 from sqlalchemy import select
 
-from app import jobs
+from app import job_views, jobs, progress
 from app.errors import validation_message
 from app.extensions import db
 from app.llm import GenerationParams, Turn
@@ -152,7 +152,7 @@ def document(conversation: Conversation) -> dict[str, Any]:
 
 
 def _turn_json(turn: Turn, job: Job | None) -> dict[str, Any]:
-    shown = jobs.job_json(job, jobs.Progress()) if job else None  # an ended job has no progress to look up
+    shown = job_views.job_json(job, progress.Progress()) if job else None  # an ended job has no progress to look up
     return {"user": turn.user, "assistant": turn.assistant,
             "job": {name: shown[name] for name in JOB_FIELDS} if shown else None}
 

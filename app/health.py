@@ -5,7 +5,7 @@ from redis import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import jobs
+from app import progress
 from app.extensions import current, db
 
 
@@ -27,7 +27,7 @@ def readyz() -> tuple[dict, int]:
     except RedisError:
         problems.append("Redis cannot be reached")
     else:
-        workers = {model: jobs.live_workers(model) for model in current().settings.offered_models}
+        workers = {model: progress.live_workers(model) for model in current().settings.offered_models}
         problems += [f"no live worker serves model '{model}'" for model, count in workers.items() if not count]
     if problems:
         return {"status": "unavailable", "problems": problems}, 503

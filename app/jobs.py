@@ -1,5 +1,4 @@
-"""The job lifecycle: submit, regenerate, import, enqueue, run (the RQ entry point), cancel, heartbeat, reconcile,
-progress.
+"""The job lifecycle: submit, regenerate, import, enqueue, run (the RQ entry point), cancel, heartbeat, reconcile.
 
 The database row is the truth and Redis is the transport: a row is committed before it is enqueued,
 every status change goes through `_transition` (a conditional UPDATE, so duplicate deliveries and late
@@ -10,9 +9,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import timedelta
 
 from redis import RedisError
@@ -20,17 +18,17 @@ from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException
-from sqlalchemy import ColumnElement, and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
-from app import affinity, logs, metrics, streams, submissions, webhooks
+from app import affinity, logs, metrics, progress, streams, submissions, webhooks
 from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.models import (Batch, Conversation, Job, JobStatus, Message, Priority, PromptTemplate, conversation_turns,
-                        iso, utcnow)
+                        utcnow)
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +91,6 @@ def _waited_too_long() -> ColumnElement[bool]:
     """A batch's lines wait as long as its completion window allows instead (app/batches.py)."""
     oldest = utcnow() - timedelta(seconds=current().settings.max_queue_wait)
     return and_(Job.batch_id.is_(None), Job.created_at < oldest)
-
-
-def _queue_rank(job=Job) -> ColumnElement[int]:
-    """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING; a batch's lines never
-    age: they are overnight work, shared fairly among keys instead), else 1."""
-    aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
-    return case((or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None))),
-                 0), else_=1)
 
 
 # Submitting ----------------------------------------------------------------------------------------
@@ -621,7 +611,7 @@ def reconcile() -> dict[str, int]:
               "unfinished_imports": remove_unfinished_imports()}
     now = utcnow()
     waiting = db.session.execute(
-        select(Job, _queue_rank())
+        select(Job, progress.queue_rank())
         .where(Job.status == JobStatus.QUEUED.value, Job.held.is_(False),
                or_(Job.retry_at.is_(None), Job.retry_at <= now))
         .order_by(Job.id)
@@ -664,129 +654,3 @@ def _pending_in(rq_job_id: str, queue: str) -> bool:
     recently = rq_job.enqueued_at is not None and rq_job.enqueued_at.replace(tzinfo=None) > since
     held = rq_job.origin.startswith(affinity.PREFIX) and recently
     return rq_job.get_status(refresh=False) in WAITING_IN_REDIS and (rq_job.origin == queue or held)
-
-
-# Visibility ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Progress:
-    """Where an unfinished job stands: its place in line and expected wait, or the text generated so far."""
-
-    position: int | None = None  # 1: starts next on its model
-    eta_seconds: float | None = None
-    partial: str | None = None  # while processing: the text so far, from the live token stream
-
-
-def progress(jobs: Iterable[Job]) -> dict[int, Progress]:
-    """Progress of many jobs at once, in a few statements whatever their number (lists of 1,000 jobs)."""
-    jobs = list(jobs)
-    queued = [job for job in jobs if job.status == JobStatus.QUEUED.value]
-    positions = _positions([job.id for job in queued])
-    etas = {model: eta_per_position(model) for model in {job.model for job in queued}}
-    running = [job.id for job in jobs if job.status == JobStatus.PROCESSING.value]
-    partials = streams.partial_texts(current().redis, running)
-    found: dict[int, Progress] = {}
-    for job in jobs:
-        # A queued job missing from the ranking was claimed since it was read: it is the one starting now.
-        position = positions.get(job.id, 1) if job.status == JobStatus.QUEUED.value else None
-        per_position = etas.get(job.model)
-        eta = round(per_position * position, 1) if position and per_position is not None else None
-        found[job.id] = Progress(position, eta, partials.get(job.id))
-    return found
-
-
-def _positions(job_ids: list[int]) -> dict[int, int]:
-    """Each queued job's place on its model: interactive (and aged batch) work first, then by age. Counted, not
-    sorted: the (model, status) index walks only the model's queued jobs, however many others there are."""
-    if not job_ids:
-        return {}
-    mine, theirs = _queue_rank(), _queue_rank(_OTHER)
-    # Held batch lines are not in the queue yet: they count only ahead of their own key's later lines.
-    in_line = or_(_OTHER.held.is_(False), and_(Job.held.is_(True), _OTHER.api_key_id == Job.api_key_id))
-    ahead = (select(func.count()).select_from(_OTHER)
-             .where(_OTHER.model == Job.model, _OTHER.status == JobStatus.QUEUED.value, in_line,
-                    or_(theirs < mine, and_(theirs == mine, _OTHER.id < Job.id)))
-             .scalar_subquery())
-    return dict(db.session.execute(select(Job.id, ahead + 1)
-                                   .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)).all())
-
-
-ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second
-
-
-def eta_per_position(model: str) -> float | None:
-    """The recent mean job duration, shared among the live workers; None before any job has finished."""
-    estimates = current().estimates
-    now = time.monotonic()
-    if model not in estimates or estimates[model][0] < now:
-        estimates[model] = (now + ESTIMATE_SECONDS, _measure_eta(model))
-    return estimates[model][1]
-
-
-def _measure_eta(model: str) -> float | None:
-    recent = db.session.execute(
-        select(Job.started_at, Job.processed_at)
-        .where(Job.model == model, Job.status == JobStatus.DONE.value, Job.started_at.is_not(None))
-        .order_by(Job.id.desc()).limit(20)
-    ).all()
-    if not recent:
-        return None
-    mean = sum((done - start).total_seconds() for start, done in recent) / len(recent)
-    return mean / max(live_workers(model), 1)
-
-
-def job_json(job: Job, known: Progress | None = None) -> dict:
-    """The job as the JSON API and webhooks show it; `known` comes from `progress` when many are shown at once."""
-    seen = known or progress([job])[job.id]
-    finished = job.finished
-    return {
-        "id": job.id,
-        "conversation_id": job.conversation.session_id,
-        "user_input": job.user_input,
-        "model": job.model,
-        "system_prompt": job.system_prompt,
-        "prompt_template": job.prompt_template.ref if job.prompt_template else None,
-        "variables": job.prompt_variables,
-        "params": job.params,
-        "status": job.status,
-        "result": seen.partial if job.status == JobStatus.PROCESSING.value else job.result,
-        "error": {"code": job.error_code, "message": job.error} if job.error_code else None,
-        "priority": job.priority,
-        "attempts": job.attempts,
-        "request_id": job.request_id,
-        "queue_position": seen.position,
-        "eta_seconds": seen.eta_seconds,
-        "created_at": iso(job.created_at),
-        "started_at": iso(job.started_at),
-        "processed_at": iso(job.processed_at),
-        "usage": {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": job.completion_tokens,
-            "first_token_ms": job.first_token_ms,
-            "duration_ms": _millis(job.started_at, job.processed_at) if finished and job.started_at else None,
-        },
-        "callback": None if not job.callback_url else {
-            "url": job.callback_url, "status": job.callback_status, "attempts": job.callback_attempts,
-            "last_status": job.callback_last_status, "last_error": job.callback_error,
-        },
-    }
-
-
-def _millis(start, end) -> int:
-    """Between the two times as they are shown (to the millisecond), so the figure is their difference: an exported
-    job imported again shows the same duration (app/conversation_files.py)."""
-    start, end = (moment.replace(microsecond=moment.microsecond // 1000 * 1000) for moment in (start, end))
-    return (end - start) // timedelta(milliseconds=1)
-
-
-def live_workers(model: str) -> int:
-    try:
-        return sum(model in served for served in affinity.live_workers(current().redis).values())
-    except RedisError:
-        return 0
-
-
-def queue_depth(model: str) -> int:
-    return db.session.scalar(select(func.count()).select_from(Job)
-                             .where(Job.model == model, Job.status == JobStatus.QUEUED.value))

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from redis import Redis, RedisError
 from sqlalchemy import case, func, select
 
-from app import jobs
+from app import progress
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import Job, JobStatus
@@ -121,7 +121,7 @@ def _from_redis():
                                    labels=["model"])
     try:
         for model in current().settings.offered_models:
-            workers.add_metric([model], jobs.live_workers(model))
+            workers.add_metric([model], progress.live_workers(model))
         for field, count in redis.hgetall(HTTP_KEY).items():
             requests.add_metric(field.decode().split(" ", 2), int(count))
         for model, count in redis.hgetall(RESTORES_KEY).items():

@@ -29,6 +29,7 @@ from redis import Redis, RedisError
 from requests.utils import requote_uri
 from sqlalchemy import or_, select, update
 
+from app import job_views
 from app.extensions import Llamalith, current, db
 from app.models import ApiKey, Job, JobStatus, utcnow
 
@@ -134,12 +135,10 @@ def _take(redis: Redis) -> tuple[int, int] | None:
 def deliver(job_id: int, attempt: int) -> str:
     """One delivery attempt. An attempt taken twice (the reconciler enqueues again what it cannot see in flight)
     is made once: only the claim that moves its `callback_next_at` past the deadline makes it."""
-    from app.jobs import job_json  # the API's job JSON; jobs imports this module
-
     if not _claim(job_id, attempt):
         return "skipped"
     job = db.session.get(Job, job_id)
-    body = json.dumps(job_json(job)).encode()
+    body = json.dumps(job_views.job_json(job)).encode()
     secret = db.session.scalar(select(ApiKey.webhook_secret).where(ApiKey.id == job.api_key_id))
     status, error = None, None
     try:

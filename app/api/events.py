@@ -10,7 +10,7 @@ import re
 
 from flask import Response, request, stream_with_context
 
-from app import jobs, streams
+from app import job_views, streams
 from app.api import bp
 from app.api.routes import get_job
 from app.errors import APIError
@@ -88,6 +88,6 @@ def still_valid_key() -> bool:
 
 def _load(job_id: int) -> dict:
     try:
-        return jobs.job_json(db.session.get(Job, job_id))
+        return job_views.job_json(db.session.get(Job, job_id))
     finally:
         db.session.remove()

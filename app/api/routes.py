@@ -3,7 +3,7 @@
 from flask import g, request, url_for
 from sqlalchemy import select
 
-from app import jobs, keys, prompt_templates, submissions
+from app import job_views, jobs, keys, progress, prompt_templates, submissions
 from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
@@ -57,12 +57,12 @@ def submitted(job: Job, status: int):
     headers = {"Location": url_for("api.job", job_id=job.id)}
     if status == 200:
         headers["Idempotent-Replayed"] = "true"
-    return {"job_id": job.id, **jobs.job_json(job)}, status, headers
+    return {"job_id": job.id, **job_views.job_json(job)}, status, headers
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    return jobs.job_json(get_job(job_id))
+    return job_views.job_json(get_job(job_id))
 
 
 @bp.get("/jobs")
@@ -78,14 +78,14 @@ def list_jobs():
     if limit is None:
         raise APIError(400, "invalid_request", "limit must be a whole number from 1 to 1000")
     found = db.session.scalars(query.limit(limit)).all()
-    progress = jobs.progress(found)
-    return {"jobs": [jobs.job_json(job, progress[job.id]) for job in found]}
+    standing = progress.of(found)
+    return {"jobs": [job_views.job_json(job, standing[job.id]) for job in found]}
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
 def cancel(job_id: int):
     try:
-        return jobs.job_json(jobs.cancel(get_job(job_id)))
+        return job_views.job_json(jobs.cancel(get_job(job_id)))
     except jobs.AlreadyFinished as exc:
         raise APIError(409, "job_finished", str(exc)) from None
     except jobs.QueueUnavailable as exc:
@@ -126,8 +126,8 @@ def models():
                 "system_prompt": settings.models[key].system_prompt,
                 "n_ctx": settings.models[key].n_ctx,
                 "params": settings.params_for(key).model_dump(),
-                "queue_depth": jobs.queue_depth(key),
-                "workers": jobs.live_workers(key),
+                "queue_depth": progress.queue_depth(key),
+                "workers": progress.live_workers(key),
             }
             for key in settings.offered_models
         ],

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import abort, redirect, render_template, url_for
 from sqlalchemy import func, select
 
-from app import jobs
+from app import jobs, progress
 from app.extensions import current, db
 from app.models import Job, JobStatus, Message
 from app.ui import bp, owned_or_404, viewable_or_404, wants_fragment
@@ -28,17 +28,17 @@ class Answer:
 def answers_for(found: Iterable[Job], last_job_id: int | None = None) -> dict[int, Answer]:
     """Bubbles for many jobs of one conversation in a few statements; `last_job_id` is its newest job."""
     found = list(found)
-    progress = jobs.progress(found)
+    standing = progress.of(found)
     replies = dict(db.session.execute(select(Message.job_id, Message.content).where(
         Message.job_id.in_([job.id for job in found]), Message.role == "assistant")).all())
     answers = {}
     for job in found:
         if job.status == JobStatus.PROCESSING.value:
-            text = progress[job.id].partial or ""  # from the live token stream: tokens show up as they are made
+            text = standing[job.id].partial or ""  # from the live token stream: tokens show up as they are made
         else:
             text = replies.get(job.id, job.result or "")
         last = job.id == last_job_id and job.model in current().settings.offered_models
-        answers[job.id] = Answer(job, text, progress[job.id].position, last)
+        answers[job.id] = Answer(job, text, standing[job.id].position, last)
     return answers
 
 

@@ -1,7 +1,7 @@
 """The OpenAI-compatible API's part of the OpenAPI document (app/openapi.py)."""
 
+from app.openai_format import ChatCompletionRequest
 from app.openapi import Part, answer, errors, json_content, ref
-from app.v1.schemas import ChatCompletionRequest
 
 MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
     "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},

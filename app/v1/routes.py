@@ -18,13 +18,12 @@ from app.errors import APIError
 from app.extensions import current, db
 from app.keys import presented_key, take_reader_slot, valid_key
 from app.models import Job, JobStatus, Priority
+from app.openai_format import (ChatCompletionRequest, chunk_object, completion, finish_reason, job_failure,
+                                 parse_chat_request, split_messages, usage)
 from app.v1 import bp
-from app.v1.schemas import ChatCompletionRequest, ChatMessage, parse_chat_request
 
 TICK_SECONDS = 5  # a keep-alive comment on quiet streams, and a look at the job and the key
 CONVERSATION_HEADER = "X-Llamalith-Conversation"
-# How a job that did not end `done` is answered: its error code -> HTTP status.
-JOB_ERROR_STATUS = {"context_length_exceeded": 400, "timeout": 504}
 
 
 def model_object(key: str) -> dict:
@@ -92,20 +91,6 @@ def submit() -> tuple[ChatCompletionRequest, Job, bool]:
         raise APIError(refused.status, refused.code, refused.message) from None
 
 
-def split_messages(messages: list[ChatMessage]) -> tuple[str | None, list[list[str | None]], str]:
-    """OpenAI messages -> (system prompt, earlier [user, assistant] turns, the new input)."""
-    system = [message.text() for message in messages if message.role in ("system", "developer")]
-    talk = [message for message in messages if message.role in ("user", "assistant")]
-    if not talk or talk[-1].role != "user":
-        raise APIError(400, "invalid_request", "messages: the last message must be from the user", param="messages")
-    turns: list[list[str | None]] = []
-    for message in talk[:-1]:
-        if message.role == "user" or not turns or turns[-1][1] is not None:
-            turns.append([None, None])
-        turns[-1][0 if message.role == "user" else 1] = message.text()
-    return "\n\n".join(system) if system else None, turns, talk[-1].text()
-
-
 def conversation_name(body: ChatCompletionRequest) -> str:
     name = request.headers.get(CONVERSATION_HEADER) or body.user
     if name is None:
@@ -130,51 +115,14 @@ def _job(job_id: int) -> Job:
     return db.session.get(Job, job_id)
 
 
-def completion(job: Job, model: str, overrides: dict) -> dict:
-    if job.status != JobStatus.DONE.value:
-        raise job_failure(job)
-    return {
-        "id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": _created(job), "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": job.result or "", "refusal": None},
-                     "logprobs": None, "finish_reason": finish_reason(job, overrides)}],
-        "usage": usage(job),
-    }
-
-
-def job_failure(job: Job) -> APIError:
-    if job.status == JobStatus.CANCELLED.value:
-        return APIError(409, "job_cancelled", f"job {job.id} was cancelled; its text so far is in GET /api/jobs/{job.id}")
-    return APIError(JOB_ERROR_STATUS.get(job.error_code, 503), job.error_code or "generation_failed",
-                    job.error or "generation failed")
-
-
-def finish_reason(job: Job, overrides: dict) -> str:
-    limit = current().settings.params_for(job.model, overrides).max_tokens
-    return "length" if (job.completion_tokens or 0) >= limit else "stop"
-
-
-def usage(job: Job) -> dict:
-    prompt, completion_tokens = job.prompt_tokens or 0, job.completion_tokens or 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
-
-
-def _created(job: Job) -> int:
-    return int(job.created_at.timestamp())
-
-
 def completion_chunks(job_id: int, model: str, body: ChatCompletionRequest) -> Iterator[str]:
     """OpenAI's stream: a role chunk, a chunk per batch of tokens (app/streams.py), a finish chunk, a usage chunk
     if asked, then [DONE]."""
     created = int(time.time())
     overrides = body.generation_overrides()
 
-    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-        data = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "created": created, "model": model,
-                "system_fingerprint": None,
-                "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
-                                                      "finish_reason": finish}], **extra}
-        return f"data: {json.dumps(data)}\n\n"
+    def chunk(delta: dict | None, finish: str | None = None, **extra) -> str:
+        return f"data: {json.dumps(chunk_object(job_id, created, model, delta, finish, **extra))}\n\n"
 
     db.session.remove()
     yield chunk({"role": "assistant", "content": ""})

@@ -1,13 +1,19 @@
-"""OpenAI's chat completion request, as far as Llamalith serves it. What it does not serve (tools, other response
-formats, several choices, log probabilities, images) is refused by name, never silently ignored."""
+"""OpenAI's chat completion wire format, below the faces that speak it (/v1) and the batches that write it: the
+request as far as Llamalith serves it, its messages as a prompt, and the completion, chunk, usage and failure a job
+becomes. What it does not serve (tools, other response formats, several choices, log probabilities, images) is refused
+by name, never silently ignored."""
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from app.errors import APIError
+from app.extensions import current
+from app.models import Job, JobStatus
 from app.submissions import MAX_INPUT_CHARS, valid_text
 
+# How a job that did not end `done` is answered: its error code -> HTTP status.
+JOB_ERROR_STATUS = {"context_length_exceeded": 400, "timeout": 504}
 # Fields OpenAI defines that Llamalith does not serve: a request that uses them gets a 400 naming the field.
 UNSUPPORTED = {"tools", "tool_choice", "functions", "function_call", "parallel_tool_calls", "logprobs",
                "top_logprobs", "logit_bias", "audio", "modalities", "prediction", "web_search_options"}
@@ -99,3 +105,58 @@ def parse_chat_request(data: Any) -> ChatCompletionRequest:
             raise APIError(400, "invalid_request", f"messages.{index}.content: too long, or not valid Unicode text",
                            param="messages")
     return request
+
+
+def split_messages(messages: list[ChatMessage]) -> tuple[str | None, list[list[str | None]], str]:
+    """OpenAI messages -> (system prompt, earlier [user, assistant] turns, the new input)."""
+    system = [message.text() for message in messages if message.role in ("system", "developer")]
+    talk = [message for message in messages if message.role in ("user", "assistant")]
+    if not talk or talk[-1].role != "user":
+        raise APIError(400, "invalid_request", "messages: the last message must be from the user", param="messages")
+    turns: list[list[str | None]] = []
+    for message in talk[:-1]:
+        if message.role == "user" or not turns or turns[-1][1] is not None:
+            turns.append([None, None])
+        turns[-1][0 if message.role == "user" else 1] = message.text()
+    return "\n\n".join(system) if system else None, turns, talk[-1].text()
+
+
+def completion(job: Job, model: str, overrides: dict) -> dict:
+    if job.status != JobStatus.DONE.value:
+        raise job_failure(job)
+    return {
+        "id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": _created(job), "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": job.result or "", "refusal": None},
+                     "logprobs": None, "finish_reason": finish_reason(job, overrides)}],
+        "usage": usage(job),
+    }
+
+
+def job_failure(job: Job) -> APIError:
+    if job.status == JobStatus.CANCELLED.value:
+        return APIError(409, "job_cancelled", f"job {job.id} was cancelled; its text so far is in GET /api/jobs/{job.id}")
+    return APIError(JOB_ERROR_STATUS.get(job.error_code, 503), job.error_code or "generation_failed",
+                    job.error or "generation failed")
+
+
+def finish_reason(job: Job, overrides: dict) -> str:
+    limit = current().settings.params_for(job.model, overrides).max_tokens
+    return "length" if (job.completion_tokens or 0) >= limit else "stop"
+
+
+def usage(job: Job) -> dict:
+    prompt, completion_tokens = job.prompt_tokens or 0, job.completion_tokens or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+
+
+def _created(job: Job) -> int:
+    return int(job.created_at.timestamp())
+
+
+def chunk_object(job_id: int, created: int, model: str, delta: dict | None, finish: str | None = None, **extra) -> dict:
+    """One `chat.completion.chunk` of a streamed answer; without a delta, the usage chunk's empty `choices`."""
+    return {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                                  "finish_reason": finish}], **extra}

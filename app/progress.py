@@ -1,0 +1,104 @@
+"""Where an unfinished job stands: its place in its model's line (the one rule of queue order), the expected wait,
+the text generated so far, and how many live workers serve its model."""
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from redis import RedisError
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.orm import aliased
+
+from app import affinity, streams
+from app.extensions import current, db
+from app.models import Job, JobStatus, Priority, utcnow
+
+_OTHER = aliased(Job)  # another job, in correlated subqueries; made once: an alias costs more than its query
+
+
+def queue_rank(job=Job) -> ColumnElement[int]:
+    """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING; a batch's lines never
+    age: they are overnight work, shared fairly among keys instead), else 1."""
+    aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
+    return case((or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None))),
+                 0), else_=1)
+
+
+@dataclass
+class Progress:
+    """Where an unfinished job stands: its place in line and expected wait, or the text generated so far."""
+
+    position: int | None = None  # 1: starts next on its model
+    eta_seconds: float | None = None
+    partial: str | None = None  # while processing: the text so far, from the live token stream
+
+
+def of(jobs: Iterable[Job]) -> dict[int, Progress]:
+    """Progress of many jobs at once, in a few statements whatever their number (lists of 1,000 jobs)."""
+    jobs = list(jobs)
+    queued = [job for job in jobs if job.status == JobStatus.QUEUED.value]
+    positions = _positions([job.id for job in queued])
+    etas = {model: eta_per_position(model) for model in {job.model for job in queued}}
+    running = [job.id for job in jobs if job.status == JobStatus.PROCESSING.value]
+    partials = streams.partial_texts(current().redis, running)
+    found: dict[int, Progress] = {}
+    for job in jobs:
+        # A queued job missing from the ranking was claimed since it was read: it is the one starting now.
+        position = positions.get(job.id, 1) if job.status == JobStatus.QUEUED.value else None
+        per_position = etas.get(job.model)
+        eta = round(per_position * position, 1) if position and per_position is not None else None
+        found[job.id] = Progress(position, eta, partials.get(job.id))
+    return found
+
+
+def _positions(job_ids: list[int]) -> dict[int, int]:
+    """Each queued job's place on its model: interactive (and aged batch) work first, then by age. Counted, not
+    sorted: the (model, status) index walks only the model's queued jobs, however many others there are."""
+    if not job_ids:
+        return {}
+    mine, theirs = queue_rank(), queue_rank(_OTHER)
+    # Held batch lines are not in the queue yet: they count only ahead of their own key's later lines.
+    in_line = or_(_OTHER.held.is_(False), and_(Job.held.is_(True), _OTHER.api_key_id == Job.api_key_id))
+    ahead = (select(func.count()).select_from(_OTHER)
+             .where(_OTHER.model == Job.model, _OTHER.status == JobStatus.QUEUED.value, in_line,
+                    or_(theirs < mine, and_(theirs == mine, _OTHER.id < Job.id)))
+             .scalar_subquery())
+    return dict(db.session.execute(select(Job.id, ahead + 1)
+                                   .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)).all())
+
+
+ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second
+
+
+def eta_per_position(model: str) -> float | None:
+    """The recent mean job duration, shared among the live workers; None before any job has finished."""
+    estimates = current().estimates
+    now = time.monotonic()
+    if model not in estimates or estimates[model][0] < now:
+        estimates[model] = (now + ESTIMATE_SECONDS, _measure_eta(model))
+    return estimates[model][1]
+
+
+def _measure_eta(model: str) -> float | None:
+    recent = db.session.execute(
+        select(Job.started_at, Job.processed_at)
+        .where(Job.model == model, Job.status == JobStatus.DONE.value, Job.started_at.is_not(None))
+        .order_by(Job.id.desc()).limit(20)
+    ).all()
+    if not recent:
+        return None
+    mean = sum((done - start).total_seconds() for start, done in recent) / len(recent)
+    return mean / max(live_workers(model), 1)
+
+
+def live_workers(model: str) -> int:
+    try:
+        return sum(model in served for served in affinity.live_workers(current().redis).values())
+    except RedisError:
+        return 0
+
+
+def queue_depth(model: str) -> int:
+    return db.session.scalar(select(func.count()).select_from(Job)
+                             .where(Job.model == model, Job.status == JobStatus.QUEUED.value))
