@@ -72,13 +72,37 @@ def postgres_url(postgres_server) -> str:
     admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+# A test is in the slow tier when it uses one of these: they start processes (the stack, `make run`), load the real
+# models, or drive the browser. Tests that start processes themselves say so with `@pytest.mark.slow`.
+SLOW_FIXTURES = {"stack", "make_run", "model_cache", "chromium"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` picks the tests
 def pytest_collection_modifyitems(config, items) -> None:
-    """The PostgreSQL pass leaves out the tests without a database: they would run exactly as in the SQLite pass
-    (a few minutes of CI, mostly the real model's)."""
+    """Marks the slow tier (`make test-fast` leaves it out). The PostgreSQL pass leaves out the tests without a
+    database: they would run exactly as in the SQLite pass (a few minutes of CI, mostly the real model's)."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
     if POSTGRES_SERVER:
         unchanged = [item for item in items if "database" not in item.fixturenames]
         config.hook.pytest_deselected(items=unchanged)
         items[:] = [item for item in items if "database" in item.fixturenames]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test outside the slow tier that starts a process fails, naming the marker it lacks: so the fast tier stays
+    free of processes without anyone keeping a list. (Fixtures' processes start before this, in setup.)"""
+    if item.get_closest_marker("slow"):
+        return (yield)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", refuse_process)
+        return (yield)
+
+
+def refuse_process(popen, args, *_, **__) -> None:
+    raise AssertionError(f"this test starts a process ({args!r}): mark it @pytest.mark.slow")
 
 
 @pytest.fixture
