@@ -92,17 +92,28 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    """A test outside the slow tier that starts a process fails, naming the marker it lacks: so the fast tier stays
-    free of processes without anyone keeping a list. (Fixtures' processes start before this, in setup.)"""
+    """A test outside the slow tier that starts a process or loads a real model fails, naming the marker it lacks:
+    so the fast tier stays fast without anyone keeping a list. (Fixtures' processes start before this, in setup.)"""
     if item.get_closest_marker("slow"):
         return (yield)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(subprocess.Popen, "__init__", refuse_process)
+        patch.setattr(ModelCache, "_load", refuse_model(ModelCache._load))
         return (yield)
 
 
 def refuse_process(popen, args, *_, **__) -> None:
     raise AssertionError(f"this test starts a process ({args!r}): mark it @pytest.mark.slow")
+
+
+def refuse_model(load):
+    """Tokenizers (vocab only) are fast; a file that fails to load still fails as it would."""
+    def guarded(cache: ModelCache, key: str):
+        loaded = load(cache, key)
+        if not cache.vocab_only:
+            raise AssertionError(f"this test loads the real model {key!r}: mark it @pytest.mark.slow")
+        return loaded
+    return guarded
 
 
 @pytest.fixture
