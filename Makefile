@@ -24,7 +24,7 @@ export CMAKE_ARGS
 PROCESSES := web worker $(if $(REDIS_URL),,redis)
 WORKERS ?= 1
 
-.PHONY: setup run test test-postgres bench screenshots clean test-n8n test-docker
+.PHONY: setup run test test-fast test-postgres bench screenshots clean test-n8n test-docker
 
 setup: $(VENV)/.installed $(MODELS) $(VENDOR)/htmx.min.js instance/secret_key
 	$(FLASK) db upgrade
@@ -65,6 +65,11 @@ run: setup
 
 test: setup
 	$(BIN)/pytest
+
+# The suite without its slow tier (tests/conftest.py marks it: tests that start processes, drive the browser or
+# load the real models), for while you work; `make test` and CI still run everything.
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
 
 # The suite again with PostgreSQL, as CI runs it: each test with a database makes its own on the server that
 # TEST_DATABASE_URL names (tests/conftest.py), so its user needs CREATEDB there.

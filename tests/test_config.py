@@ -102,6 +102,7 @@ def test_missing_secret_key_stops_outside_development(tmp_path):
                           "LLAMALITH_DEVELOPMENT": "1"}).secret_key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["wsgi.py"], ["worker.py"], ["-m", "flask", "--app", "wsgi", "keys", "list"]])
 def test_processes_exit_with_one_line(tmp_path, command):
     environ = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x", "LLAMALITH_INSTANCE": str(tmp_path), "LLM_TEMP": "hot",
@@ -146,6 +147,7 @@ def test_a_database_url_without_its_driver_is_one_line_naming_what_to_install(ur
     assert "DATABASE_URL" in message and named in message and "secret" not in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_flask_db_and_the_web_process_take_a_postgresql_url(tmp_path, postgres_url, redis_url):
     """The form PostgreSQL's own docs use: the migrations run, a key is made, and a started web process reaches the
     database (/readyz names no database problem; no worker runs here) and answers with that key."""

@@ -4,9 +4,12 @@ not a traceback."""
 import subprocess
 import sys
 
+import pytest
+
 from config import ROOT
 
 
+@pytest.mark.slow
 def test_missing_commands_are_named_with_their_packages_before_anything_starts(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "tests/docker/run.py")], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={"PATH": str(tmp_path)})

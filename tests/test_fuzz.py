@@ -16,6 +16,8 @@ from app.extensions import db
 from app.models import Batch, Job, JobStatus, PromptTemplate, StoredFile, utcnow
 from tests.factories import MODEL, add_turn, add_user, first_user_id
 
+pytestmark = pytest.mark.slow  # no processes, but 100 examples for each route: most of the fast tier's time
+
 PARAMETER = re.compile(r"<(?:(\w+):)?(\w+)>")
 NAMES = ["page", "limit", "status", "q", "conversation_id", "last_event_id", "next", "after", "purpose", "batch",
          "days", "prompt_template", "name"]

@@ -100,6 +100,7 @@ def test_a_bad_last_event_id_is_400_and_costs_nothing_after(stack):
     assert cpu_seconds(process) - before < 0.2
 
 
+@pytest.mark.slow
 def test_open_streams_back_off_while_redis_is_down(environ, tmp_path):
     (tmp_path / "private-redis").mkdir()
     redis_process, redis_socket = start_redis(tmp_path / "private-redis")
@@ -124,6 +125,7 @@ def test_open_streams_back_off_while_redis_is_down(environ, tmp_path):
         redis_process.terminate()
 
 
+@pytest.mark.slow
 def test_a_cancel_after_a_redis_blip_stops_the_job_within_a_token(environ, tmp_path):
     (tmp_path / "private-redis").mkdir()
     redis_process, redis_socket = start_redis(tmp_path / "private-redis")

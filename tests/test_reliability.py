@@ -94,6 +94,7 @@ def test_sigterm_hands_the_running_job_back(stack):
     assert job["status"] == "done" and job["attempts"] == 1 and assistant_messages(stack, job_id) == 1
 
 
+@pytest.mark.slow
 def test_redis_wiped_and_restarted_loses_no_job(environ, tmp_path):
     (tmp_path / "private-redis").mkdir()
     redis_process, socket = start_redis(tmp_path / "private-redis")

@@ -19,6 +19,7 @@ def network_redis():
     Redis.from_url(REDIS).flushdb()
 
 
+@pytest.mark.slow
 def test_postgres_and_network_redis_with_two_workers(environ, tmp_path, postgres_url, network_redis):
     stack = Stack({**environ, "DATABASE_URL": postgres_url, "REDIS_URL": network_redis, "LLM_THREADS": "1"}, tmp_path)
     try:

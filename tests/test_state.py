@@ -9,6 +9,8 @@ from app.llm.prompt import Turn, build_messages
 from config import load_settings
 from tests.stack import MODEL_PATHS
 
+pytestmark = pytest.mark.slow  # the real models, loaded by the tests themselves
+
 GREEDY = load_settings({**MODEL_PATHS, "SECRET_KEY": "x"}).generation.model_copy(update={"temperature": 0,
                                                                                        "max_tokens": 16})
 SYSTEM = "You are a helpful assistant. Answer briefly and accurately."
