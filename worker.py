@@ -100,9 +100,9 @@ def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: M
             log.error("%s", exc)
     app.models = cache
     app.stopping.clear()
-    # host:pid and a random tag: containers on one host network share the hostname and all run as pid 1, and each
+    # host, a random tag and pid: containers on one host network share the hostname and all run as pid 1, and each
     # worker needs a name of its own (its liveness key, its affinity queue).
-    app.worker_name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    app.worker_name = name or f"{socket.gethostname()}:{secrets.token_hex(3)}:{os.getpid()}"
     return cache
 
 

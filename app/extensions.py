@@ -44,7 +44,7 @@ class Llamalith(Flask):
     readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
     estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
     models: ModelCache  # the worker's warm models
-    worker_name: str  # host:pid:tag, recorded on the jobs this worker runs
+    worker_name: str  # host:tag:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue
     shutting_down: threading.Event  # the web process is stopping: open event streams end so clients reconnect
 

@@ -247,6 +247,7 @@ def test_the_worker_ends_with_its_supervisor_killed_with_minus_9(stack):
     log = stack.logs / "supervised.log"
     supervisor = subprocess.Popen([sys.executable, "worker.py", "--supervise"], env=stack.env, cwd=ROOT,
                                   stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    stack.processes.append(supervisor)  # stopped with the stack, whatever happens here: a stray worker takes jobs
     child = int(wait_for_line(log, r"worker \S+:(\d+) serving", timeout=60).group(1))
     try:
         assert child != supervisor.pid and not gone(child)
