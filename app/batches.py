@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 
-from app import jobs, submissions
+from app import jobs, strict_json, submissions
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import Batch, Conversation, Job, JobStatus, Message, Priority, StoredFile, utcnow
@@ -191,7 +191,7 @@ def _too_many(count: int) -> dict:
 
 def read_line(number: int, row: bytes, batch: Batch, api_key) -> Line:
     try:
-        request = json.loads(row)
+        request = strict_json.loads(row)
     except (ValueError, RecursionError):
         raise APIError(400, "invalid_json", "the line is not valid JSON") from None
     if not isinstance(request, dict):

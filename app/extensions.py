@@ -14,6 +14,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy.orm import DeclarativeBase
 
+from app.strict_json import StrictJSONProvider
+
 if TYPE_CHECKING:
     from redis import Redis
 
@@ -38,6 +40,7 @@ class Llamalith(Flask):
     """The Flask app plus what its processes share. Set by `create_app`, except `models` and `worker_name`
     (set by the worker)."""
 
+    json_provider_class = StrictJSONProvider
     settings: Settings
     redis: Redis
     tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it

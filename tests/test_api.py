@@ -87,6 +87,17 @@ def test_body_that_is_not_json(client, api_headers):
     assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_json"
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("path", ["/chat/api/submit", "/chat/v1/chat/completions"])
+def test_a_body_with_a_constant_json_lacks_is_invalid_json(client, api_headers, path, constant):
+    """Python's parser reads these; PostgreSQL's JSON columns (and other clients) do not."""
+    body = '{"user_input": "hi", "messages": [{"role": "user", "content": "hi"}], "model": "%s", ' \
+           '"metadata": {"a": %s}, "temperature": %s}' % (MODEL, constant, constant)
+    answer = client.post(path, data=body, headers={**api_headers, "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json["error"]["code"] == "invalid_json"
+    assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 0
+
+
 def test_body_over_the_size_limit(client, api_headers, app):
     answer = client.post("/chat/api/submit", data="x" * (app.config["MAX_CONTENT_LENGTH"] + 1), headers=api_headers,
                          content_type="application/json")

@@ -192,12 +192,13 @@ def test_a_malformed_file_fails_the_batch_with_line_numbers_and_enqueues_nothing
         json.dumps(line("a", "Hello again")).encode(),  # line 4: a's second time
         json.dumps(line("e", "Hello", model="gpt-17")).encode(),  # line 5: no such model
         json.dumps({**line("f", "Hello"), "url": "/v1/embeddings"}).encode(),  # line 6: another endpoint
+        json.dumps(line("g", "Hello", temperature=float("nan"))).encode(),  # line 7: NaN, which is not JSON
     ])
     batch = start(client, api_headers, content)
     assert batch["status"] == "failed" and batch["failed_at"] and batch["request_counts"]["total"] == 0
     errors = {error["line"]: error for error in batch["errors"]["data"]}
-    assert sorted(errors) == [3, 4, 5, 6]
-    assert errors[3]["code"] == "invalid_json"
+    assert sorted(errors) == [3, 4, 5, 6, 7]
+    assert errors[3]["code"] == errors[7]["code"] == "invalid_json"
     assert errors[4]["code"] == "duplicate_custom_id" and "'a'" in errors[4]["message"]
     assert errors[5]["code"] == "model_not_found" and "gpt-17" in errors[5]["message"]
     assert errors[6]["param"] == "url"

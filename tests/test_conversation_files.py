@@ -166,6 +166,8 @@ def broken(path: str, value) -> bytes:
     (broken("turns.0.job.status", "queued"), "invalid_request", "turns.0.job.status: Input should be 'done'"),
     (broken("turns.0.job.created_at", "2026-01-01 12:00"), "invalid_request",
      "turns.0.job.created_at: must be a time like 2026-01-31T12:00:00.000Z"),
+    (broken("turns.0.job.params", {"temperature": float("inf")}), "invalid_request",  # json.dumps writes Infinity
+     "turns.0.job.params: temperature: Input should be less than or equal to 5"),
     (broken("turns.0.job.params", {"temperature": 9}), "invalid_request",
      "turns.0.job.params: temperature: Input should be less than or equal to 5"),
     (broken("turns.0.job.usage.prompt_tokens", "12"), "invalid_request",
