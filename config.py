@@ -1,21 +1,23 @@
 """Settings: defaults < config.json (path in LLAMALITH_CONFIG) < environment, validated once at start-up.
 
-A bad setting must stop the process with one line naming it, so every error raised here is a
-`ConfigError` whose message says which setting (environment variable or config key) is wrong.
+Each setting is one field: its environment variable, default and meaning, from which docs/configuration.md's table
+is made (`python -m app.settings_docs`). A bad setting must stop the process with one line naming it, so every error
+raised here is a `ConfigError` whose message says which setting (environment variable or config key) is wrong.
 """
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from app.llm.bundled import BUNDLED
-from app.llm.settings import MODEL_VARIABLES, GenerationParams, ModelSettings, Strict, model_variable
+from app.llm.settings import GenerationParams, ModelSettings, model_variable
+from app.settings_sources import ConfigError, ConfigFile, Environment, add_models, declared, merged, setting
 
 ROOT = Path(__file__).resolve().parent
 POSTGRES_SCHEMES = ("postgresql", "postgres")  # DATABASE_URL schemes served by psycopg 3
@@ -24,62 +26,143 @@ DEFAULT_MODEL_KEY = BUNDLED[0].key
 ProxyHeader = Literal["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
                       "x-forwarded-by", "forwarded"]
 
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
 
-class ConfigError(Exception):
-    """A setting is wrong; the message names it and fits on one line."""
+    secret_key: str | None = setting(
+        None, env="SECRET_KEY", secret=True, shown_default="`instance/secret_key` (made by `make setup`)",
+        description="signs sessions; required unless `LLAMALITH_DEVELOPMENT=1`")
+    development: bool = setting(False, env="LLAMALITH_DEVELOPMENT", description="allows a throwaway secret key")
+    admin_password_hash: str | None = setting(
+        None, env="ADMIN_PASSWORD_HASH", secret=True,
+        description="bcrypt hash that lets the user `admin` log in (the original project's setup)")
+    login_attempts: int = setting(5, env="LOGIN_ATTEMPTS", ge=1, description=(
+        "sign-in attempts per name per `LOGIN_WINDOW`, then 429; a successful sign-in clears the count"))
+    login_window: int = setting(300, env="LOGIN_WINDOW", ge=1, description="seconds over which sign-ins are counted")
+    login_attempts_per_address: int = setting(30, env="LOGIN_ATTEMPTS_PER_ADDRESS", ge=1, description=(
+        "sign-in attempts per client address per `LOGIN_WINDOW`, then 429"))
+    secure_cookies: bool = setting(False, env="SECURE_COOKIES", description=(
+        "mark session cookies Secure; set it when the UI is served over HTTPS"))
+    trust_proxy: bool = setting(False, env="TRUST_PROXY", description=(
+        "behind a reverse proxy (nginx): take the client's address, scheme and host from the `X-Forwarded-*` "
+        "headers of requests from `TRUSTED_PROXY`, so login throttling sees real clients and cookies are Secure "
+        "over https; without it waitress drops those headers"))
+    trusted_proxy: str = setting("127.0.0.1", env="TRUSTED_PROXY", description=(
+        "with `TRUST_PROXY`: the proxy's address as the web process sees it; `*`: any peer (only if nothing else "
+        "can reach the port)"))
+    trusted_proxy_count: int = setting(1, env="TRUSTED_PROXY_COUNT", ge=1, description=(
+        "with `TRUST_PROXY`: how many proxies in a chain each add an address to `X-Forwarded-For`"))
+    trusted_proxy_headers: list[ProxyHeader] = setting(
+        ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"], env="TRUSTED_PROXY_HEADERS", description=(
+            "with `TRUST_PROXY`: the headers taken from the proxy, comma-separated: any of those and "
+            "`x-forwarded-port`, `x-forwarded-by`, or `forwarded` alone"))
+    base_path: str = setting("/chat", env="BASE_PATH", description="URL prefix of everything")
+    host: str = setting("127.0.0.1", env="HOST", description="the address the web process listens on")
+    port: int = setting(8000, env="PORT", ge=1, le=65535, description="the port the web process listens on")
+    instance_path: Path = setting(ROOT / "instance", env="LLAMALITH_INSTANCE", shown_default="`instance/`",
+                                  description="database, embedded Redis, models, secret key")
+    redis_url: str | None = setting(
+        None, env="REDIS_URL", secret=True, shown_default="the embedded Redis, `unix://instance/redis.sock`",
+        description="e.g. `redis://10.0.0.5:6379/0`")
+    database_url: str | None = setting(None, env="DATABASE_URL", secret=True,
+                                       shown_default="`sqlite:///instance/llamalith.db`", description=(
+        "e.g. `postgresql://user@host/llamalith`; `postgresql://`, `postgres://` and `postgresql+psycopg://` all "
+        "use psycopg 3 (the installed driver); a URL whose driver is not installed stops the process with one line "
+        "naming its scheme"))
+    models: dict[str, ModelSettings] = setting(env=None, shown_default="the bundled models", description=(
+        "the models, by key: see Models above; `<KEY>_PATH`, `<KEY>_CHAT_FORMAT` and `<KEY>_SYSTEM_PROMPT` set "
+        "a model's fields"))
+    llm_models: list[str] = setting([], env="LLM_MODELS", shown_default="every configured model",
+                                    description="offered model keys, comma-separated; the first is the default")
+    generation: GenerationParams = setting(
+        default_factory=GenerationParams,
+        env={"max_tokens": "LLM_MAX_TOKENS", "temperature": "LLM_TEMP", "top_p": "LLM_TOP_P", "top_k": "LLM_TOP_K",
+             "repeat_penalty": "LLM_REPEAT_PENALTY", "mirostat_mode": "LLM_MIROS", "mirostat_tau": "LLM_MIROS_TAU",
+             "mirostat_eta": "LLM_MIROS_ETA"},  # the original project's names, which must keep working
+        description="generation defaults for every model, under a model's `params` and a request's fields")
+    safety_margin: int = setting(64, env="LLM_SAFETY_MARGIN", ge=0, description=(
+        "tokens kept free besides `max_tokens` when fitting history"))
+    threads: int | None = setting(None, env="LLM_THREADS", ge=1, shown_default="number of CPUs", description=(
+        "llama.cpp threads per worker (a model's own `n_threads` wins); with several workers on one machine, give "
+        "each cores / workers: llama.cpp threads spin while they wait, so oversubscribed cores make every worker "
+        "many times slower"))
+    max_loaded_models: int = setting(2, env="LLM_MAX_LOADED_MODELS", ge=1,
+                                     description="models a worker keeps loaded (LRU)")
+    kv_cache_mb: int = setting(256, env="KV_CACHE_MB", ge=0, description=(
+        "per worker: conversations' KV states kept between turns (about 23 kB a token for SmolLM2 135M), least "
+        "recently used dropped first; `0` turns it off"))
+    job_timeout: int = setting(600, env="JOB_TIMEOUT", ge=1, description=(
+        "seconds of generation before a job ends as `error`/`timeout` (text kept)"))
+    max_queue_wait: int = setting(24 * 3600, env="MAX_QUEUE_WAIT", ge=1, description=(
+        "seconds a job may wait in the queue (a batch's lines wait as long as its window allows instead)"))
+    max_attempts: int = setting(3, env="MAX_ATTEMPTS", ge=1, description=(
+        "runs of a job interrupted by infrastructure before it fails"))
+    batch_aging: int = setting(120, env="BATCH_AGING", ge=1, description=(
+        "seconds after which a batch job counts as interactive (not the lines of a batch file: they take turns per "
+        "key instead)"))
+    batch_lines_queued: int = setting(2, env="BATCH_LINES_QUEUED", ge=1, description=(
+        "of each key's batch lines (docs/batch.md), how many wait in the queue at a time; the rest wait in the "
+        "database for their key's turn"))
+    reconcile_interval: float = setting(10, env="RECONCILE_INTERVAL", gt=0, le=60, description=(
+        "seconds between a worker's repairs of the queue from the database"))
+    api_rate_limit: int = setting(600, env="API_RATE_LIMIT", ge=0, description=(
+        "API requests per key per minute (then `429 rate_limited` with `Retry-After`); `0` turns it off; a key's "
+        "own `--rate-limit` wins"))
+    callback_allowed_hosts: list[str] = setting([], env="CALLBACK_ALLOWED_HOSTS", description=(
+        "hosts (`host` or `host:port`, comma-separated) webhooks may be sent to; an internal address must be "
+        "listed itself"))
+    callback_max_attempts: int = setting(8, env="CALLBACK_MAX_ATTEMPTS", ge=1, le=20, description=(
+        "webhook delivery attempts (2, 4, 8, ... s apart) before it counts as failed"))
+    callback_timeout: float = setting(10, env="CALLBACK_TIMEOUT", gt=0, le=120, description=(
+        "seconds a webhook delivery may take in all (connecting, sending, the receiver's status line); longer "
+        "counts as a failed attempt"))
+    cors_origins: list[str] = setting([], env="CORS_ORIGINS", description=(
+        "exact origins (`https://tools.example.com`, comma-separated; no wildcards) whose browser pages may call "
+        "`/api` and `/v1`"))
+    api_auth_failures: int = setting(20, env="API_AUTH_FAILURES", ge=1, description=(
+        "requests with a wrong key per client address per 5 minutes, then 429"))
+    max_queued_per_key: int = setting(1000, env="MAX_QUEUED_PER_KEY", ge=1, description=(
+        "jobs one key may have waiting (then `429 too_many_queued`, exact under concurrent submits); a key's own "
+        "`--max-queued` wins"))
+    max_request_bytes: int = setting(1024 * 1024, env="MAX_REQUEST_BYTES", ge=1024, description=(
+        "larger request bodies get 413, refused before they are read (imports and batch files have their own "
+        "limits)"))
+    import_max_bytes: int = setting(4 * 1024 * 1024, env="IMPORT_MAX_BYTES", ge=1024, description=(
+        "a conversation import (`POST /api/conversations/import`, the UI's upload) may be this large; larger ones "
+        "get `413 too_large`, refused before they are read"))
+    batch_file_max_bytes: int = setting(50 * 1024 * 1024, env="BATCH_FILE_MAX_BYTES", ge=1024, description=(
+        "an uploaded batch input file (`POST /v1/files`) may be this large; larger ones get `413 file_too_large`, "
+        "refused before they are read"))
+    metrics_token: str | None = setting(None, env="METRICS_TOKEN", secret=True, description=(
+        "when set, `GET /metrics` needs it as a bearer token"))
+    log_format: Literal["json", "text"] | None = setting(
+        None, env="LOG_FORMAT", shown_default="text on a terminal, else `json`", description=(
+            "`json`: one JSON object per line (`time`, `level`, `logger`, `message`, `request_id`); `text`: one "
+            "readable line. `make run` in a terminal picks `text`"))
+    # Each open event stream holds a waitress thread. An idle thread costs no CPU and little memory, so there are
+    # enough for 40 streams (room for bench/streams.py's 32) with 8 left for ordinary requests.
+    web_threads: int = setting(48, env="WEB_THREADS", ge=8, le=1000, description=(
+        "waitress threads per web process; each open event stream holds one (an idle thread costs no CPU)"))
+    sse_max_streams: int = setting(40, env="SSE_MAX_STREAMS", ge=1, description=(
+        "open event streams per web process (at most `WEB_THREADS` - 4), then `429 too_many_streams`"))
+    sse_max_streams_per_key: int = setting(8, env="SSE_MAX_STREAMS_PER_KEY", ge=1, description=(
+        "open event streams per key, then `429 too_many_streams`"))
+    sse_max_streams_per_user: int | None = setting(
+        None, env="SSE_MAX_STREAMS_PER_USER", ge=1, shown_default="a quarter of `SSE_MAX_STREAMS` (10)", description=(
+            "open event streams (and `/v1` calls waiting for their answer) per user per web process, over all their "
+            "keys, then `429 too_many_streams`"))
+    max_keys_per_user: int = setting(20, env="MAX_KEYS_PER_USER", ge=1, description=(
+        "API keys one user may have; creating one more (UI, `keys create`) is refused until one is revoked"))
 
-
-class Settings(Strict):
-    secret_key: str | None = None
-    admin_password_hash: str | None = None  # bcrypt hash; lets a user named "admin" log in (original setup)
-    login_attempts: int = Field(5, ge=1)  # sign-in attempts per name per window (a success clears it), then 429
-    login_attempts_per_address: int = Field(30, ge=1)  # sign-in attempts per client address per window, then 429
-    login_window: int = Field(300, ge=1)  # seconds
-    secure_cookies: bool = False  # set when users reach the UI over HTTPS
-    trust_proxy: bool = False  # take the client's address and scheme from trusted_proxy's X-Forwarded-* headers
-    trusted_proxy: str = "127.0.0.1"  # the proxy's address as the web process sees it ("*": any peer), with trust_proxy
-    trusted_proxy_count: int = Field(1, ge=1)  # proxies in a chain in front of the web process, each adding its hop
-    trusted_proxy_headers: list[ProxyHeader] = Field(
-        default_factory=lambda: ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"])
-    development: bool = False
-    base_path: str = "/chat"
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    instance_path: Path = ROOT / "instance"
-    redis_url: str | None = None
-    database_url: str | None = None
-    models: dict[str, ModelSettings]
-    llm_models: list[str] = Field(default_factory=list)
-    generation: GenerationParams = Field(default_factory=GenerationParams)
-    safety_margin: int = Field(64, ge=0)
-    threads: int | None = Field(None, ge=1)  # llama.cpp threads for models without their own n_threads
-    max_loaded_models: int = Field(2, ge=1)
-    kv_cache_mb: int = Field(256, ge=0)  # per worker: conversations' KV states kept between turns; 0 turns it off
-    job_timeout: int = Field(600, ge=1)
-    max_queue_wait: int = Field(24 * 3600, ge=1)
-    max_attempts: int = Field(3, ge=1)
-    batch_aging: int = Field(120, ge=1)
-    reconcile_interval: float = Field(10, gt=0, le=60)
-    max_request_bytes: int = Field(1024 * 1024, ge=1024)
-    import_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)  # a conversation file to import (the request)
-    batch_file_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)  # an uploaded batch input file (the request)
-    batch_lines_queued: int = Field(2, ge=1)  # of each key's batch lines, how many wait in Redis at a time
-    # waitress threads; each open event stream holds one. An idle thread costs no CPU and little memory, so there
-    # are enough for 40 streams (room for bench/streams.py's 32) with 8 left for ordinary requests.
-    web_threads: int = Field(48, ge=8, le=1000)
-    sse_max_streams: int = Field(40, ge=1)  # open event streams per web process, at most web_threads - 4
-    sse_max_streams_per_key: int = Field(8, ge=1)
-    sse_max_streams_per_user: int | None = Field(None, ge=1)  # None: a quarter of sse_max_streams (at least 1)
-    max_keys_per_user: int = Field(20, ge=1)  # API keys one user may have
-    api_rate_limit: int = Field(600, ge=0)  # requests per API key per minute (a key's own --rate-limit wins); 0: unlimited
-    callback_allowed_hosts: list[str] = Field(default_factory=list)  # host or host:port webhooks may be sent to
-    callback_max_attempts: int = Field(8, ge=1, le=20)  # delivery attempts before a webhook counts as failed
-    callback_timeout: float = Field(10, gt=0, le=120)  # seconds for a delivery: connect, send, the first line back
-    cors_origins: list[str] = Field(default_factory=list)  # exact origins that may call /api and /v1 from a browser
-    api_auth_failures: int = Field(20, ge=1)  # requests with a wrong key per address per 5 minutes, then 429
-    max_queued_per_key: int = Field(1000, ge=1)  # jobs one key may have waiting (a key's own --max-queued wins)
-    log_format: Literal["json", "text"] | None = None  # None: text on a terminal, JSON lines otherwise
-    metrics_token: str | None = None  # when set, GET /metrics needs it as a bearer token
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what it is given: `load_settings` layers the file and the environment itself, because which
+        per-model variables count depends on the models the layers name (and tests pass their own environment)."""
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _streams_leave_threads_free(self) -> "Settings":
@@ -154,77 +237,14 @@ class Settings(Strict):
         return self.instance_path / "secret_key"
 
 
-# Environment variable -> dotted setting. The LLM_* names are the original project's and must keep working.
-ENVIRONMENT = {
-    "SECRET_KEY": "secret_key",
-    "ADMIN_PASSWORD_HASH": "admin_password_hash",
-    "LOGIN_ATTEMPTS": "login_attempts",
-    "LOGIN_WINDOW": "login_window",
-    "LOGIN_ATTEMPTS_PER_ADDRESS": "login_attempts_per_address",
-    "SECURE_COOKIES": "secure_cookies",
-    "TRUST_PROXY": "trust_proxy",
-    "TRUSTED_PROXY": "trusted_proxy",
-    "TRUSTED_PROXY_COUNT": "trusted_proxy_count",
-    "TRUSTED_PROXY_HEADERS": "trusted_proxy_headers",
-    "LLAMALITH_DEVELOPMENT": "development",
-    "BASE_PATH": "base_path",
-    "HOST": "host",
-    "PORT": "port",
-    "LLAMALITH_INSTANCE": "instance_path",
-    "REDIS_URL": "redis_url",
-    "DATABASE_URL": "database_url",
-    "LLM_MODELS": "llm_models",
-    "LLM_MAX_TOKENS": "generation.max_tokens",
-    "LLM_TEMP": "generation.temperature",
-    "LLM_TOP_P": "generation.top_p",
-    "LLM_TOP_K": "generation.top_k",
-    "LLM_REPEAT_PENALTY": "generation.repeat_penalty",
-    "LLM_MIROS": "generation.mirostat_mode",
-    "LLM_MIROS_TAU": "generation.mirostat_tau",
-    "LLM_MIROS_ETA": "generation.mirostat_eta",
-    "LLM_SAFETY_MARGIN": "safety_margin",
-    "LLM_THREADS": "threads",
-    "LLM_MAX_LOADED_MODELS": "max_loaded_models",
-    "KV_CACHE_MB": "kv_cache_mb",
-    "JOB_TIMEOUT": "job_timeout",
-    "MAX_QUEUE_WAIT": "max_queue_wait",
-    "MAX_ATTEMPTS": "max_attempts",
-    "BATCH_AGING": "batch_aging",
-    "RECONCILE_INTERVAL": "reconcile_interval",
-    "MAX_REQUEST_BYTES": "max_request_bytes",
-    "IMPORT_MAX_BYTES": "import_max_bytes",
-    "BATCH_FILE_MAX_BYTES": "batch_file_max_bytes",
-    "BATCH_LINES_QUEUED": "batch_lines_queued",
-    "WEB_THREADS": "web_threads",
-    "SSE_MAX_STREAMS": "sse_max_streams",
-    "SSE_MAX_STREAMS_PER_KEY": "sse_max_streams_per_key",
-    "SSE_MAX_STREAMS_PER_USER": "sse_max_streams_per_user",
-    "MAX_KEYS_PER_USER": "max_keys_per_user",
-    "API_RATE_LIMIT": "api_rate_limit",
-    "API_AUTH_FAILURES": "api_auth_failures",
-    "CORS_ORIGINS": "cors_origins",
-    "CALLBACK_ALLOWED_HOSTS": "callback_allowed_hosts",
-    "CALLBACK_MAX_ATTEMPTS": "callback_max_attempts",
-    "CALLBACK_TIMEOUT": "callback_timeout",
-    "MAX_QUEUED_PER_KEY": "max_queued_per_key",
-    "LOG_FORMAT": "log_format",
-    "METRICS_TOKEN": "metrics_token",
-}
-
-
-def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build the settings from defaults, the config file, the environment, then `overrides` (tests)."""
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, the config file, then the environment (os.environ, or a test's)."""
     environ = dict(os.environ if environ is None else environ)
-    values: dict[str, Any] = {}
-    origin: dict[str, str] = {}
-    config_path = environ.get("LLAMALITH_CONFIG")
-    if config_path:
-        _merge_config_file(Path(config_path), values, origin)
-    _merge_environment(environ, values, origin)
-    for key, value in overrides.items():
-        _set(values, key, value)
-        origin[key] = key
-    _add_models(environ, values, origin)
+    config_file = ConfigFile(Settings, environ.get("LLAMALITH_CONFIG"))
+    environment = Environment(Settings, environ)
+    values = merged(config_file(), environment())
+    origin = config_file.origins | environment.origins
+    origin |= add_models(values, environ, Settings.model_fields["instance_path"].default)
     try:
         settings = Settings(**values)
     except ValidationError as exc:
@@ -233,65 +253,6 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     _check_secret_key(settings)
     _check_database_driver(settings, origin)
     return settings
-
-
-def _merge_config_file(path: Path, values: dict, origin: dict) -> None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"LLAMALITH_CONFIG: cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"LLAMALITH_CONFIG: {path} must hold a JSON object")
-    # The original format: {"model_paths": {"mistral": "models/x.gguf"}}.
-    legacy = data.pop("model_paths", {})
-    models = data.setdefault("models", {})
-    if not isinstance(legacy, dict) or not isinstance(models, dict):
-        raise ConfigError(f"{path}: 'model_paths' and 'models' must be objects keyed by model name")
-    for key, model_path in legacy.items():
-        models.setdefault(key, {"path": model_path})
-    for key, model in models.items():
-        if isinstance(model, dict) and "path" in model:
-            model["path"] = _resolve(model["path"], path.parent)
-    for key, value in data.items():
-        values[key] = value
-        origin[key] = f"{path} key '{key}'"
-
-
-def _merge_environment(environ: dict, values: dict, origin: dict) -> None:
-    for name, dotted in ENVIRONMENT.items():
-        if environ.get(name, "") == "":
-            continue
-        value: Any = environ[name]
-        if dotted in ("llm_models", "cors_origins", "callback_allowed_hosts", "trusted_proxy_headers"):
-            value = [key.strip() for key in value.split(",") if key.strip()]
-        _set(values, dotted, value)
-        origin[dotted] = f"environment variable {name}"
-
-
-def _add_models(environ: dict, values: dict, origin: dict) -> None:
-    """Without models in a config file, the bundled models are configured (all, or those LLM_MODELS names).
-    <KEY>_PATH, <KEY>_CHAT_FORMAT and <KEY>_SYSTEM_PROMPT set a model's fields, or configure a new one."""
-    models = values.setdefault("models", {})
-    from_file = bool(models)
-    folder = Path(values.get("instance_path") or ROOT / "instance") / "models"
-    keys = values.get("llm_models") or ([] if from_file else [model.key for model in BUNDLED])
-    for key in dict.fromkeys([*models, *keys]):
-        model = models.get(key, {})
-        bundled = next((m for m in BUNDLED if m.key == key), None)
-        if bundled and not from_file:
-            model = {"path": folder / bundled.file, "description": bundled.description,
-                     "chat_format": bundled.chat_format, "system_prompt": bundled.system_prompt,
-                     "params": dict(bundled.params)}
-            origin[f"models.{key}"] = f"the bundled model (run 'make setup' to assemble it into {folder})"
-        for suffix, field in MODEL_VARIABLES.items():
-            variable = model_variable(key, suffix)
-            if environ.get(variable) and isinstance(model, dict):
-                value = environ[variable]
-                model[field] = _resolve(value, Path.cwd()) if field == "path" else value
-                origin[f"models.{key}.{field}"] = f"environment variable {variable}"
-                origin.setdefault(f"models.{key}", f"environment variable {variable}")
-        if model:
-            models[key] = model
 
 
 def _check_offered_models(settings: Settings, origin: dict) -> None:
@@ -337,23 +298,14 @@ def _check_secret_key(settings: Settings) -> None:
         settings.secret_key = os.urandom(32).hex()
 
 
-def _resolve(value: Any, base: Path) -> Any:
-    return str(base / Path(value).expanduser()) if isinstance(value, str) else value
-
-
-def _set(values: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        values = values.setdefault(part, {})
-    values[leaf] = value
-
-
 def _describe(exc: ValidationError, origin: dict) -> str:
     error = exc.errors()[0]
     loc = ".".join(str(part) for part in error["loc"])
     source = next((origin[k] for k in sorted(origin, key=len, reverse=True) if loc.startswith(k)), None)
     where = f"{loc} (from {source})" if source else loc or "settings"
     value = error.get("input")
-    shown = f" = {value!r}" if isinstance(value, (str, int, float)) else ""
+    field = Settings.model_fields.get(str(error["loc"][0])) if error["loc"] else None
+    secret = field is not None and declared(field, "secret")
+    shown = f" = {value!r}" if isinstance(value, (str, int, float)) and not secret else ""
     message = error["msg"].removeprefix("Value error, ")
     return f"invalid setting {where}{shown}: {message}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from app import settings_docs
 from config import ROOT, ConfigError, load_settings
 from tests.stack import MODEL_PATHS
 
@@ -93,6 +94,30 @@ def test_bad_settings_name_themselves(tmp_path, environ, config, named):
     with pytest.raises(ConfigError) as error:
         load_settings(environ)
     assert named in str(error.value) and "\n" not in str(error.value)
+
+
+def test_secrets_stay_out_of_errors_and_the_settings_repr(tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"metrics_token": 271828182}))
+    with pytest.raises(ConfigError, match="metrics_token") as error:
+        load_settings({**BASE, "LLAMALITH_CONFIG": str(config), **MODEL_PATHS})
+    assert "271828182" not in str(error.value)
+    settings = load_settings({"SECRET_KEY": "s3cret-key", "DATABASE_URL": "postgresql://u:pa55word@h/db",
+                              "REDIS_URL": "redis://:pa55word@h:6379/0", **MODEL_PATHS})
+    assert "s3cret-key" not in repr(settings) and "pa55word" not in repr(settings)
+
+
+def test_only_the_given_environment_counts_and_an_empty_variable_is_unset(monkeypatch):
+    monkeypatch.setenv("PORT", "9999")
+    settings = load_settings({**BASE, "HOST": "", "LLM_TEMP": "", **MODEL_PATHS})
+    assert (settings.port, settings.host, settings.generation.temperature) == (8000, "127.0.0.1", 0.8)
+
+
+def test_the_settings_table_in_the_docs_is_made_from_the_fields():
+    """Each setting's environment variable, default and meaning are written once, on its field in config.py."""
+    doc = settings_docs.DOC.read_text()
+    assert settings_docs.updated(doc) == doc, "docs/configuration.md is stale: run .venv/bin/python -m app.settings_docs"
+    assert "| `LLM_TEMP` | `generation.temperature` | `0.8` |" in doc and "| `PORT` | `port` | `8000` |" in doc
 
 
 def test_missing_secret_key_stops_outside_development(tmp_path):
