@@ -1,9 +1,9 @@
 """Where settings come from: the config file (LLAMALITH_CONFIG), the environment variable named on each field, and
 the models those two and the bundled models configure, each remembering which setting came from where.
 
-`setting()` declares a field's environment variable; `Environment` reads it. Both follow pydantic-settings'
-sources, but the names are ours: the original project's (LLM_TEMP, ...) must keep working, so they are written on
-the fields rather than derived from the field names.
+`setting()` declares a field's environment variable; `Environment`, a pydantic-settings source, reads it. The names
+are written on the fields rather than derived from the field names, as pydantic-settings would: the original
+project's (LLM_TEMP for generation.temperature, ...) must keep working.
 """
 
 import json
@@ -14,7 +14,7 @@ from typing import Any, get_origin
 from pydantic import Field
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
-from pydantic_settings import PydanticBaseSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from app.llm.bundled import BUNDLED
 from app.llm.settings import MODEL_VARIABLES, model_variable
@@ -41,9 +41,9 @@ def declared(field: FieldInfo, key: str) -> Any:
 
 class Environment(PydanticBaseSettingsSource):
     """The variables named by the fields, from `environ` (the process's, or a test's). An empty variable counts as
-    unset, as a compose file's `FOO=` means; lists are comma-separated, as an env file writes them."""
+    unset (a compose file's `FOO=`); lists are comma-separated (`LLM_MODELS=a,b`), not JSON."""
 
-    def __init__(self, settings_cls: type, environ: Mapping[str, str]) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
         super().__init__(settings_cls)
         self.environ = {name: value for name, value in environ.items() if value != ""}
         self.origins: dict[str, str] = {}
@@ -77,7 +77,7 @@ class ConfigFile(PydanticBaseSettingsSource):
     """A JSON object keyed by the fields' names. Model paths are relative to the file; the original format,
     {"model_paths": {"mistral": "models/x.gguf"}}, still works."""
 
-    def __init__(self, settings_cls: type, path: str | None) -> None:
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
         super().__init__(settings_cls)
         self.data = self._read(Path(path)) if path else {}
         self.origins = {key: f"{path} key '{key}'" for key in self.data}
@@ -86,7 +86,9 @@ class ConfigFile(PydanticBaseSettingsSource):
         return self.data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(self.data)  # whole, unknown keys too, so that validation refuses them by name
+        """The file whole, not field by field as get_field_value would: unknown keys too, so validation refuses
+        them by name."""
+        return dict(self.data)
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class ConfigFile(PydanticBaseSettingsSource):
             models.setdefault(key, {"path": model_path})
         for model in models.values():
             if isinstance(model, dict) and "path" in model:
-                model["path"] = resolve(model["path"], path.parent)
+                model["path"] = _resolve(model["path"], path.parent)
         return data
 
 
@@ -129,7 +131,7 @@ def add_models(values: dict, environ: Mapping[str, str], default_instance: Path)
             variable = model_variable(key, suffix)
             if environ.get(variable) and isinstance(model, dict):
                 value = environ[variable]
-                model[field] = resolve(value, Path.cwd()) if field == "path" else value
+                model[field] = _resolve(value, Path.cwd()) if field == "path" else value
                 origins[f"models.{key}.{field}"] = f"environment variable {variable}"
                 origins.setdefault(f"models.{key}", f"environment variable {variable}")
         if model:
@@ -146,5 +148,5 @@ def merged(low: dict, high: dict) -> dict:
     return result
 
 
-def resolve(value: Any, base: Path) -> Any:
+def _resolve(value: Any, base: Path) -> Any:
     return str(base / Path(value).expanduser()) if isinstance(value, str) else value
