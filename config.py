@@ -26,7 +26,10 @@ DEFAULT_MODEL_KEY = BUNDLED[0].key
 ProxyHeader = Literal["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
                       "x-forwarded-by", "forwarded"]
 
+
 class Settings(BaseSettings):
+    """Every setting, in the order docs/configuration.md lists them; `load_settings` fills them."""
+
     model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
 
     secret_key: str | None = setting(
