@@ -1,16 +1,17 @@
-"""docs/configuration.md's settings table, made from config.Settings' fields so the doc cannot drift from the code:
-`python -m app.settings_docs` rewrites it, tests/test_config.py fails when it is stale."""
+"""docs/configuration.md's tables of settings and of a model's fields, made from the fields of config.Settings and
+ModelSettings so the doc cannot drift from the code: `python -m app.settings_docs` rewrites them,
+tests/test_config.py fails when they are stale."""
 
 from collections.abc import Iterator
 
 from pydantic.fields import FieldInfo
 
+from app.llm.settings import ModelSettings
 from app.settings_sources import declared
 from config import ROOT, Settings
 
 DOC = ROOT / "docs" / "configuration.md"
-BEGIN = "<!-- made from config.py's fields by `.venv/bin/python -m app.settings_docs`: edit them, not this table -->"
-END = "<!-- end of the settings table -->"
+END = "<!-- end of the generated table -->"
 BOUND_WORDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
 
 
@@ -25,27 +26,44 @@ def rows() -> Iterator[tuple[str | None, str, FieldInfo]]:
             yield env, name, field
 
 
-def table() -> str:
+def settings_table() -> str:
     lines = ["| environment | config key | default | meaning |", "|---|---|---|---|"]
     for env, key, field in rows():
         lines.append(f"| {f'`{env}`' if env else 'none'} | `{key}` | {_default(field)} | {_meaning(field)} |")
     return "\n".join(lines)
 
 
+def model_table() -> str:
+    lines = ["| per-model field | default | meaning |", "|---|---|---|"]
+    for name, field in ModelSettings.model_fields.items():
+        lines.append(f"| `{name}` | {_default(field)} | {_meaning(field)} |")
+    return "\n".join(lines)
+
+
+# Each table opens with a marker naming where it comes from.
+TABLES = {"config.py's Settings": settings_table, "app/llm/settings.py's ModelSettings": model_table}
+
+
+def begin(source: str) -> str:
+    return f"<!-- made from {source} fields by `.venv/bin/python -m app.settings_docs`: edit them, not this table -->"
+
+
 def updated(text: str) -> str:
-    """`text` with the table between its markers made anew."""
-    head, begin, rest = text.partition(BEGIN)
-    _, end, tail = rest.partition(END)
-    if not (begin and end):
-        raise ValueError(f"{DOC} lacks the settings table's markers")
-    return f"{head}{BEGIN}\n{table()}\n{END}{tail}"
+    """`text` with each table between its markers made anew."""
+    for source, table in TABLES.items():
+        head, start, rest = text.partition(begin(source))
+        _, end, tail = rest.partition(END)
+        if not (start and end):
+            raise ValueError(f"{DOC} lacks the markers of the table made from {source}")
+        text = f"{head}{start}\n{table()}\n{END}{tail}"
+    return text
 
 
 def _default(field: FieldInfo) -> str:
     if declared(field, "shown_default"):
         return declared(field, "shown_default")
     value = field.get_default(call_default_factory=True)
-    if value is None or value == []:
+    if value is None or value in ([], {}):
         return "none"
     if isinstance(value, bool):  # as the environment writes it
         return f"`{int(value)}`"

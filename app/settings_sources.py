@@ -35,7 +35,8 @@ def setting(default: Any = PydanticUndefined, *, env: str | dict[str, str] | Non
 
 
 def declared(field: FieldInfo, key: str) -> Any:
-    """What `setting()` wrote on a field: its "env", "secret" or "shown_default"."""
+    """What a field declares beyond pydantic: `setting()`'s "env", "secret" and "shown_default" (ModelSettings'
+    fields write their "shown_default" themselves)."""
     return (field.json_schema_extra or {}).get(key)  # type: ignore[union-attr]
 
 

@@ -113,11 +113,13 @@ def test_only_the_given_environment_counts_and_an_empty_variable_is_unset(monkey
     assert (settings.port, settings.host, settings.generation.temperature) == (8000, "127.0.0.1", 0.8)
 
 
-def test_the_settings_table_in_the_docs_is_made_from_the_fields():
-    """Each setting's environment variable, default and meaning are written once, on its field in config.py."""
+def test_the_tables_in_the_docs_are_made_from_the_fields():
+    """Each setting's environment variable, default and meaning are written once, on its field in config.py (a
+    model's, in app/llm/settings.py)."""
     doc = settings_docs.DOC.read_text()
     assert settings_docs.updated(doc) == doc, "docs/configuration.md is stale: run .venv/bin/python -m app.settings_docs"
     assert "| `LLM_TEMP` | `generation.temperature` | `0.8` |" in doc and "| `PORT` | `port` | `8000` |" in doc
+    assert "| `n_ctx` | `4096` |" in doc
 
 
 def test_missing_secret_key_stops_outside_development(tmp_path):

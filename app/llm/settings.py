@@ -38,15 +38,23 @@ class GenerationParams(Strict):
 class ModelSettings(Strict):
     """One offered model: its GGUF and how to load and prompt it."""
 
-    path: Path = Field(description="the GGUF file")
-    description: str = Field("", max_length=300, description="one line for people choosing a model")
-    chat_format: str | None = Field(None, description="a llama-cpp-python chat format name; default: the GGUF's "
-                                                      "own chat template")
-    system_prompt: str | None = Field(None, max_length=100_000, description="used when a job brings none")
+    path: Path = Field(description="the GGUF file", json_schema_extra={"shown_default": "required"})
+    description: str = Field("", max_length=300, json_schema_extra={"shown_default": "empty"},
+                             description="one line shown in `GET /api/models` and the chat's model list")
+    chat_format: str | None = Field(
+        None, json_schema_extra={"shown_default": "the GGUF's chat template"},
+        description="a llama-cpp-python format name (`chatml`, `llama-3`, `gemma`, `mistral-instruct`, `alpaca`, "
+                    "...). A GGUF without a template (many Llama-2-era files) needs one; its jobs otherwise fail "
+                    "with a message naming `<KEY>_CHAT_FORMAT`")
+    system_prompt: str | None = Field(None, max_length=100_000, description=(
+        "used by a job that brings none (the API's `system_prompt` omitted, the chat's field left empty); the job "
+        "records it"))
     n_ctx: int = Field(4096, ge=256, description="context length in tokens (prompt and answer)")
-    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads; default: LLM_THREADS, else all CPUs")
+    n_threads: int | None = Field(None, ge=1, description="llama.cpp threads",
+                                  json_schema_extra={"shown_default": "`LLM_THREADS`, else the number of CPUs"})
     n_batch: int = Field(512, ge=1, description="prompt tokens evaluated per batch")
-    params: dict[str, Any] = Field(default_factory=dict, description="this model's GenerationParams defaults")
+    params: dict[str, Any] = Field(default_factory=dict, description=(
+        "this model's generation defaults, over the `generation` settings below"))
 
     @field_validator("path")
     @classmethod
