@@ -54,7 +54,7 @@ class ModelSettings(Strict):
                                   json_schema_extra={"shown_default": "`LLM_THREADS`, else the number of CPUs"})
     n_batch: int = Field(512, ge=1, description="prompt tokens evaluated per batch")
     params: dict[str, Any] = Field(default_factory=dict, description=(
-        "this model's generation defaults, over the `generation` settings below"))
+        "this model's generation defaults, over the `generation` settings"))
 
     @field_validator("path")
     @classmethod
