@@ -15,11 +15,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 
-from app import jobs, strict_json, submissions
+from app import intake, jobs, strict_json, submissions
 from app.errors import APIError
 from app.extensions import current, db
-from app.models import Batch, Conversation, Job, JobStatus, Message, Priority, StoredFile, utcnow
-from app.openai_format import completion, job_failure, parse_chat_request, split_messages
+from app.models import Batch, Conversation, Job, JobStatus, Message, StoredFile, utcnow
+from app.openai_format import completion, job_failure, parse_chat_request, submission
 from app.progress import eta_per_position
 
 ENDPOINT = "/v1/chat/completions"
@@ -211,24 +211,21 @@ def read_line(number: int, row: bytes, batch: Batch, api_key) -> Line:
 
 
 def _job_for(body, number: int, batch: Batch, api_key) -> tuple[dict, str]:
-    """The line's request as the columns of a (not yet stored) job, and its conversation's session id."""
+    """The line's request as the columns of a (not yet stored) job, checked as /v1/chat/completions checks one (the
+    lines are stored together, so only the checks of the one submit path apply: app/intake.py), and its
+    conversation's session id."""
     try:
         chat = parse_chat_request(body)
         if chat.stream:
             raise APIError(400, "invalid_request", "stream is not available in a batch", param="stream")
-        if chat.model not in current().settings.offered_models:
-            raise APIError(400, "model_not_found", f"the model '{chat.model}' does not exist", param="model")
-        system_prompt, history, user_input = split_messages(chat.messages)
-        overrides = chat.generation_overrides()
-        model, system_prompt = submissions.check(chat.model, system_prompt, user_input, overrides)
-    except APIError as refused:
+        session_id = chat.user if chat.user and submissions.valid_conversation_id(chat.user) else f"{batch.id}-{number}"
+        line = submission(chat, api_key.user_id, session_id, api_key=api_key)
+        ready = intake.check(line)
+    except (APIError, submissions.Refused) as refused:
         param = f"body.{refused.param}" if refused.param else "body"
         raise APIError(400, refused.code, f"body: {refused.message}", param=param) from None
-    except submissions.Refused as refused:
-        raise APIError(400, refused.code, f"body: {refused.message}", param="body") from None
-    session_id = chat.user if chat.user and submissions.valid_conversation_id(chat.user) else f"{batch.id}-{number}"
-    job = dict(user_input=user_input, model=model, system_prompt=system_prompt, params=overrides,
-               priority=Priority.BATCH.value, api_key_id=api_key.id, history=history, batch_id=batch.id)
+    job = dict(user_input=line.user_input, model=ready.model, system_prompt=ready.system_prompt, params=line.params,
+               priority=line.priority, api_key_id=api_key.id, history=line.history, batch_id=batch.id)
     return job, session_id
 
 

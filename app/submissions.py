@@ -1,8 +1,7 @@
-"""What every face (the API, the chat form) checks before a prompt becomes a job, in one place. A refusal is a
-`Refused` with a machine code; each blueprint turns it into its own answer (JSON error, message on the form)."""
+"""The rules a prompt must pass before it becomes a job, and the limits of what a request may carry. A refusal is a
+`Refused` with a machine code and an HTTP status; each face turns it into its own answer (JSON error, OpenAI's error
+object, a message on the form). The one path that applies these rules for every face is app/intake.py."""
 
-import hashlib
-import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -26,11 +25,11 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 class Refused(Exception):
     """The submission cannot become a job; `code` says why for machines, the message for people, and `status` is
-    the HTTP status the API faces answer with."""
+    the HTTP status the API faces answer with; `param` names the field at fault, for OpenAI's error object."""
 
-    def __init__(self, code: str, message: str, status: int = 400):
+    def __init__(self, code: str, message: str, status: int = 400, param: str | None = None):
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+        self.code, self.message, self.status, self.param = code, message, status, param
 
 
 def json_body() -> Any:
@@ -127,7 +126,9 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
     settings = current().settings
     model = model or settings.default_model
     if model not in settings.offered_models:
-        raise Refused("unknown_model", f"unknown model '{model}'; available: {', '.join(settings.offered_models)}")
+        # OpenAI's status and code, which its SDKs turn into NotFoundError; the same on every face.
+        raise Refused("model_not_found", f"Unknown model '{model}'; available: {', '.join(settings.offered_models)}.",
+                      status=404, param="model")
     if system_prompt is None:
         system_prompt = settings.models[model].system_prompt
     max_tokens = settings.params_for(model, overrides).max_tokens
@@ -138,17 +139,6 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
     except ModelLoadError as exc:
         raise Refused("model_unavailable", str(exc), status=503) from None
     return model, system_prompt or None
-
-
-def idempotency(body: Any) -> tuple[str, str] | None:
-    """The request's Idempotency-Key header and a digest of its body, or None without the header."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise Refused("invalid_request", "Idempotency-Key must be 1 to 200 printable ASCII characters")
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True).encode()
-    return key, hashlib.sha256(canonical).hexdigest()
 
 
 def replayed(api_key: ApiKey, idempotency: tuple[str, str]) -> Job | None:

@@ -49,7 +49,8 @@ class SubmitRequest(GenerationParams):
             raise ValueError("must be 1-128 characters: letters, digits and . _ : @ - (e.g. 'story-123')")
         return value
 
-    def conversation_id(self) -> str:
+    def session_id_or_new(self) -> str:
+        """The client's conversation, or a new one named for it."""
         return self.session_id or f"api-{uuid.uuid4().hex[:12]}"
 
     def overrides(self) -> dict[str, Any]:
