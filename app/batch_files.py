@@ -87,7 +87,7 @@ def _job_for(body, number: int, batch: Batch, api_key) -> tuple[dict, str]:
         chat = parse_chat_request(body)
         if chat.stream:
             raise APIError(400, "invalid_request", "stream is not available in a batch", param="stream")
-        session_id = chat.user if chat.user and submissions.valid_conversation_id(chat.user) else f"{batch.id}-{number}"
+        session_id = chat.user if chat.user and submissions.valid_session_id(chat.user) else f"{batch.id}-{number}"
         line = submission(chat, api_key.user_id, session_id, api_key=api_key)
         ready = intake.check(line)
     except (APIError, submissions.Refused) as refused:

@@ -15,8 +15,9 @@ from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, check_fits
 from app.models import ApiKey, Job, JobStatus, utcnow
 
-# Conversation ids travel in URLs and JSON: short, printable, no separators that need escaping.
-CONVERSATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# A session id (the client's name for a conversation; the JSON fields say `session_id` or `conversation_id`) travels
+# in URLs and JSON: short, printable, no separators that need escaping.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_INPUT_CHARS = 1_000_000
 MAX_SYSTEM_PROMPT_CHARS = 100_000
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, as in the IETF draft's examples
@@ -99,8 +100,8 @@ def claim_queue_room(api_key_id: int) -> None:
                                          "submit more when some have started", status=429)
 
 
-def valid_conversation_id(value: str) -> bool:
-    return CONVERSATION_ID.fullmatch(value) is not None
+def valid_session_id(value: str) -> bool:
+    return SESSION_ID.fullmatch(value) is not None
 
 
 def whole_number(value: str, low: int, high: int) -> int | None:

@@ -19,7 +19,7 @@ def export_conversation(conversation_id: str):
 def import_conversation():
     """The body is an exported file; `?conversation_id=` imports it under another id than its own."""
     session_id = request.args.get("conversation_id")
-    if session_id is not None and not submissions.valid_conversation_id(session_id):
+    if session_id is not None and not submissions.valid_session_id(session_id):
         raise APIError(400, "invalid_request", "conversation_id: must be 1-128 characters: letters, digits and "
                                                ". _ : @ - (e.g. 'story-123')")
     submissions.limit_body()

@@ -2,7 +2,7 @@
 
 from app.api.schemas import PromptTemplateRequest, SubmitRequest
 from app.conversation_files import ConversationFile
-from app.submissions import CONVERSATION_ID
+from app.submissions import SESSION_ID
 from app.models import JobStatus, Priority
 from app.openapi import Part, answer, errors, json_content, ref
 
@@ -133,4 +133,4 @@ def conversation_files(api: Part, prefix: str) -> None:
         **errors("Error", 400, 401, 409, 413, 429)},
         requestBody={"required": True, "content": json_content(document)}, parameters=[
         {"name": "conversation_id", "in": "query", "description": "import under this id instead of the file's",
-         "schema": {"type": "string", "pattern": f"^{CONVERSATION_ID.pattern}$"}}])
+         "schema": {"type": "string", "pattern": f"^{SESSION_ID.pattern}$"}}])

@@ -121,7 +121,7 @@ def chat(conversation_id: str):
 def send(conversation_id: str):
     """Without JavaScript: a plain POST, then a redirect to the answer's bubble. With htmx: the new turn
     (the prompt and a bubble that polls the job) plus a fresh composer, swapped in without a reload."""
-    if not submissions.valid_conversation_id(conversation_id):
+    if not submissions.valid_session_id(conversation_id):  # a new conversation's id is its session id too
         abort(404)
     existing = db.session.get(Conversation, conversation_id)
     session_id = owned_or_404(existing).session_id if existing else conversation_id

@@ -83,7 +83,7 @@ def session_id_of(body: ChatCompletionRequest) -> str:
     session_id = request.headers.get(CONVERSATION_HEADER) or body.user
     if session_id is None:
         return f"openai-{secrets.token_hex(6)}"
-    if not submissions.valid_conversation_id(session_id):
+    if not submissions.valid_session_id(session_id):
         raise APIError(400, "invalid_request", f"{CONVERSATION_HEADER} (or user) must be 1-128 characters: letters, "
                                                "digits and . _ : @ -", param="user")
     return session_id
