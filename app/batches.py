@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 from app import jobs
 from app.batch_files import MAX_ERRORS, MAX_LINES, Line, line_error, read_lines, request_count, too_many
 from app.errors import APIError
-from app.extensions import current, db
+from app.extensions import db
 from app.models import Batch, Conversation, Job, JobStatus, Message, StoredFile, utcnow
 from app.openai_format import completion, job_failure
 from app.progress import eta_per_position

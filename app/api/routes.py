@@ -3,7 +3,7 @@
 from flask import g, request, url_for
 from sqlalchemy import select
 
-from app import intake, job_views, jobs, keys, progress, submissions
+from app import intake, job_views, jobs, keys, progress, request_body, submissions
 from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
@@ -31,7 +31,7 @@ def get_conversation(session_id: str) -> Conversation:
 
 @bp.post("/submit")
 def submit():
-    data = submissions.json_body()
+    data = request_body.json_body()
     body = parse(SubmitRequest, data)
     job, replayed = intake.submit(Submission(
         owner=g.api_key.user_id, user_input=body.user_input, session_id=body.session_id_or_new(), model=body.model,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from flask import Response, g, request, stream_with_context
 
-from app import follow, intake, submissions
+from app import follow, intake, request_body, submissions
 from app.errors import APIError
 from app.extensions import current
 from app.keys import presented_key, take_reader_slot
@@ -69,7 +69,7 @@ def chat_completions():
 def submit() -> tuple[ChatCompletionRequest, Job, bool]:
     """The request and its job: a new one, or (and True) the one an earlier request with the same Idempotency-Key
     made."""
-    data = submissions.json_body()
+    data = request_body.json_body()
     body = parse_chat_request(data)
     priority = Priority.INTERACTIVE.value if g.api_key.interactive else Priority.BATCH.value
     job, replayed = intake.submit(submission(
