@@ -21,10 +21,7 @@ PAGE = 20  # batches per page unless `limit` says otherwise (1-100)
 @request_body.larger_body("batch_file_max_bytes", "file_too_large")
 def upload_file():
     """multipart/form-data with `file` and `purpose=batch`; up to BATCH_FILE_MAX_BYTES."""
-    try:
-        request_body.limit_body()
-    except submissions.Refused as refused:
-        raise APIError(refused.status, refused.code, refused.message) from None
+    request_body.limit_body()  # a refusal is answered in OpenAI's shape app-wide (app/errors.py)
     if request.form.get("purpose") != "batch":
         raise APIError(400, "invalid_request", "purpose must be 'batch'", param="purpose")
     upload = request.files.get("file")
