@@ -54,7 +54,7 @@ def part(prefix: str) -> Part:
     api.operation(f"{prefix}/submit", "post", "Submit a prompt as a job", {
         "202": answer("the job, queued", ref("SubmittedJob"), {"Location": {"schema": {"type": "string"}}}),
         "200": answer("the job an earlier request with the same Idempotency-Key made", ref("SubmittedJob")),
-        **errors("Error", 400, 401, 403, 409, 413, 429, 503)},
+        **errors("Error", 400, 401, 403, 404, 409, 413, 429, 503)},  # 404: model_not_found
         requestBody={"required": True, "content": json_content(submit)},
         parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
                      "schema": {"type": "string", "pattern": "^[!-~]{1,200}$"}}])
