@@ -101,8 +101,8 @@ def through_chat_form(ask_client, ask: dict, fixture) -> tuple[int, str]:
 def through_batch_line(ask_client, ask: dict, fixture) -> tuple[None, str]:
     """A batch's lines are refused in its error list, which has codes and no statuses."""
     body, _ = v1_request(ask)
-    batch = start(fixture("client"), fixture("api_headers"), jsonl([{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
-                                               "body": body}]))
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    batch = start(fixture("client"), fixture("api_headers"), jsonl([line]))
     (error,) = batch["errors"]["data"]
     return None, error["code"]
 
