@@ -10,25 +10,23 @@ Files are kept in the database, so every web node and worker can read and write 
 import json
 import secrets
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 
-from app import jobs, strict_json, submissions
+from app import jobs
+from app.batch_files import MAX_ERRORS, MAX_LINES, Line, line_error, read_lines, request_count, too_many
 from app.errors import APIError
-from app.extensions import current, db
-from app.models import Batch, Conversation, Job, JobStatus, Message, Priority, StoredFile, utcnow
-from app.openai_format import completion, job_failure, parse_chat_request, split_messages
+from app.extensions import db
+from app.models import Batch, Conversation, Job, JobStatus, Message, StoredFile, utcnow
+from app.openai_format import completion, job_failure
 from app.progress import eta_per_position
 
 ENDPOINT = "/v1/chat/completions"
 WINDOWS = {"24h": timedelta(hours=24)}
-MAX_LINES = 50_000
 CHUNK_LINES = 500  # lines stored per transaction: a few tens of milliseconds of the database each
 ABANDONED = timedelta(minutes=10)  # a batch still `validating` this long lost the request storing its lines
 INTERRUPTED = "the batch was not stored whole (its request ended half-way); create it again"
-MAX_ERRORS = 100  # a file with more bad lines reports the first ones
 UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 RUNNING = ("in_progress", "cancelling")  # a batch whose lines may still be running
 ENDS = {"in_progress": "completed", "cancelling": "cancelled"}
@@ -40,7 +38,7 @@ ENDS = {"in_progress": "completed", "cancelling": "cancelled"}
 def store_file(owner: int, purpose: str, filename: str, content: bytes) -> StoredFile:
     """A batch input file over MAX_LINES is refused here, before any line is parsed."""
     if purpose == "batch" and (count := request_count(content)) > MAX_LINES:
-        raise APIError(413, "too_many_requests", _too_many(count)["message"], param="file")
+        raise APIError(413, "too_many_requests", too_many(count)["message"], param="file")
     stored = StoredFile(id=f"file-{secrets.token_hex(12)}", user_id=owner, purpose=purpose, filename=filename,
                         bytes=len(content), content=content)
     db.session.add(stored)
@@ -62,15 +60,6 @@ def file_json(stored: StoredFile) -> dict:
 
 
 # Making a batch --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Line:
-    """A checked line of an input file, ready to be a job: its columns, and its conversation's session id."""
-
-    custom_id: str
-    job: dict
-    session_id: str
 
 
 def create(api_key, input_file_id: str, endpoint: str, window: str, metadata: dict | None) -> Batch:
@@ -149,91 +138,8 @@ def discard(batch_id: str, reason: str) -> None:
             ~select(Message.id).where(Message.conversation_id == Conversation.id).exists()))
         db.session.commit()
     db.session.execute(update(Batch).where(Batch.id == batch_id, Batch.status == "validating").values(
-        status="failed", failed_at=utcnow(), errors=[_error(None, "batch_not_stored", reason)]))
+        status="failed", failed_at=utcnow(), errors=[line_error(None, "batch_not_stored", reason)]))
     db.session.commit()
-
-
-def request_count(content: bytes) -> int:
-    """How many requests a file holds (its lines that are not blank), counted without parsing any."""
-    return sum(1 for row in content.splitlines() if row.strip())
-
-
-def read_lines(content: bytes, batch: Batch, api_key) -> tuple[list[Line], list[dict]]:
-    """Every line checked as /v1/chat/completions checks a request, and every problem with its line number; a file
-    over MAX_LINES is refused before any line is parsed."""
-    try:
-        content.decode()
-    except UnicodeDecodeError:
-        return [], [_error(None, "invalid_file", "the file is not UTF-8 text")]
-    numbered = [(number, row) for number, row in enumerate(content.splitlines(), 1) if row.strip()]
-    if not numbered:
-        return [], [_error(None, "empty_file", "the file has no requests")]
-    if len(numbered) > MAX_LINES:
-        return [], [_too_many(len(numbered))]
-    lines, errors, seen = [], [], set()
-    for number, row in numbered:
-        try:
-            line = read_line(number, row, batch, api_key)
-        except APIError as refused:
-            errors.append(_error(number, refused.code, refused.message, refused.param))
-            continue
-        if line.custom_id in seen:
-            errors.append(_error(number, "duplicate_custom_id", f"custom_id '{line.custom_id}' is used by an "
-                                                                "earlier line", "custom_id"))
-        seen.add(line.custom_id)
-        lines.append(line)
-    return lines, errors
-
-
-def _too_many(count: int) -> dict:
-    return _error(None, "too_many_requests", f"the file has {count} requests; at most {MAX_LINES}")
-
-
-def read_line(number: int, row: bytes, batch: Batch, api_key) -> Line:
-    try:
-        request = strict_json.loads(row)
-    except (ValueError, RecursionError):
-        raise APIError(400, "invalid_json", "the line is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise APIError(400, "invalid_request", "the line must be a JSON object")
-    unknown = sorted(request.keys() - {"custom_id", "method", "url", "body"})
-    if unknown:
-        raise APIError(400, "invalid_request", f"unknown field '{unknown[0]}'", param=unknown[0])
-    custom_id = request.get("custom_id")
-    if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 512 or not submissions.valid_text(custom_id):
-        raise APIError(400, "invalid_request", "custom_id must be text of 1-512 characters", param="custom_id")
-    if request.get("method") != "POST":
-        raise APIError(400, "invalid_request", "method must be 'POST'", param="method")
-    if request.get("url") != batch.endpoint:
-        raise APIError(400, "invalid_request", f"url must be the batch's endpoint, '{batch.endpoint}'", param="url")
-    job, session_id = _job_for(request.get("body"), number, batch, api_key)
-    return Line(custom_id, {**job, "custom_id": custom_id}, session_id)
-
-
-def _job_for(body, number: int, batch: Batch, api_key) -> tuple[dict, str]:
-    """The line's request as the columns of a (not yet stored) job, and its conversation's session id."""
-    try:
-        chat = parse_chat_request(body)
-        if chat.stream:
-            raise APIError(400, "invalid_request", "stream is not available in a batch", param="stream")
-        if chat.model not in current().settings.offered_models:
-            raise APIError(400, "model_not_found", f"the model '{chat.model}' does not exist", param="model")
-        system_prompt, history, user_input = split_messages(chat.messages)
-        overrides = chat.generation_overrides()
-        model, system_prompt = submissions.check(chat.model, system_prompt, user_input, overrides)
-    except APIError as refused:
-        param = f"body.{refused.param}" if refused.param else "body"
-        raise APIError(400, refused.code, f"body: {refused.message}", param=param) from None
-    except submissions.Refused as refused:
-        raise APIError(400, refused.code, f"body: {refused.message}", param="body") from None
-    session_id = chat.user if chat.user and submissions.valid_conversation_id(chat.user) else f"{batch.id}-{number}"
-    job = dict(user_input=user_input, model=model, system_prompt=system_prompt, params=overrides,
-               priority=Priority.BATCH.value, api_key_id=api_key.id, history=history, batch_id=batch.id)
-    return job, session_id
-
-
-def _error(line: int | None, code: str, message: str, param: str | None = None) -> dict:
-    return {"code": code, "message": message, "param": param, "line": line}
 
 
 # While it runs, and when it ends -----------------------------------------------------------------------------

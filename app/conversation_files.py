@@ -17,7 +17,7 @@ from app.errors import validation_message
 from app.extensions import db
 from app.llm import GenerationParams, Turn
 from app.models import Conversation, Job, conversation_turns, iso, utcnow
-from app.submissions import CONVERSATION_ID, MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, Refused
+from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, SESSION_ID, Refused
 
 FORMAT = "llamalith.conversation"
 VERSION = 1
@@ -123,7 +123,7 @@ class ConversationFile(FilePart):
     format: Literal["llamalith.conversation"]
     version: Literal[1]
     exported_at: Moment
-    conversation_id: str = Field(pattern=f"^{CONVERSATION_ID.pattern}$")
+    conversation_id: str = Field(pattern=f"^{SESSION_ID.pattern}$")
     title: str = Field(max_length=200)
     created_at: Moment
     updated_at: Moment

@@ -88,12 +88,13 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Refused)
     def refused(refused: Refused):
-        """What the shared checks (app/submissions.py) refused, where a route did not answer it itself: the same
-        status and code on every face (a body nested too deeply, on any route that reads JSON)."""
+        """What the shared checks (app/submissions.py, app/intake.py) refused: the same status and code on every
+        face; a page names the code too, as the chat form does (`data-refused`)."""
         if _wants_json():
             headers = {"Retry-After": "30"} if refused.status == 429 else None
-            return error_response(refused.status, refused.code, refused.message, headers)
-        return http_error(default_exceptions.get(refused.status, BadRequest)(refused.message))
+            return error_response(refused.status, refused.code, refused.message, headers, refused.param)
+        error = default_exceptions.get(refused.status, BadRequest)(refused.message)
+        return render_template("error.html", error=error, refused=refused.code), refused.status
 
     @app.errorhandler(DataError)
     def unstorable_value(exc: DataError):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.errors import APIError
 from app.extensions import current
+from app.intake import Submission
 from app.models import Job, JobStatus
 from app.submissions import MAX_INPUT_CHARS, valid_text
 
@@ -119,6 +120,13 @@ def split_messages(messages: list[ChatMessage]) -> tuple[str | None, list[list[s
             turns.append([None, None])
         turns[-1][0 if message.role == "user" else 1] = message.text()
     return "\n\n".join(system) if system else None, turns, talk[-1].text()
+
+
+def submission(chat: ChatCompletionRequest, owner: int, session_id: str, **extra) -> Submission:
+    """The request as the one submit path takes it (app/intake.py); `extra` are the Submission's other fields."""
+    system_prompt, history, user_input = split_messages(chat.messages)
+    return Submission(owner=owner, user_input=user_input, session_id=session_id, model=chat.model,
+                      system_prompt=system_prompt, params=chat.generation_overrides(), history=history, **extra)
 
 
 def completion(job: Job, model: str, overrides: dict) -> dict:

@@ -10,7 +10,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.utilities import Error, RequestEntityTooLarge
 from werkzeug.exceptions import HTTPException
 
-from app import submissions
+from app import request_body, submissions
 from app.errors import error_body
 from app.extensions import Llamalith
 
@@ -72,7 +72,7 @@ def waitress_options(app: Llamalith, descriptors: int) -> dict:
 
 
 def largest_body(app: Llamalith) -> int:
-    return max(submissions.body_limit(app.settings, view).limit for view in app.view_functions.values())
+    return max(request_body.body_limit(app.settings, view).limit for view in app.view_functions.values())
 
 
 def channel_class(app: Llamalith) -> type[HTTPChannel]:
@@ -102,7 +102,7 @@ class HeaderChecks(HTTPRequestParser):
     as it has grown over the limit."""
 
     app: Llamalith
-    limit: submissions.BodyLimit | None = None  # the route's, once the headers are in
+    limit: request_body.BodyLimit | None = None  # the route's, once the headers are in
     openai = False  # the route is on OpenAI's face, so is the answer
 
     def received(self, data: bytes) -> int:
@@ -128,7 +128,7 @@ class HeaderChecks(HTTPRequestParser):
         if has_body and face in KEYED_FACES and not any(self.headers.get(name) for name in CREDENTIAL_HEADERS):
             return Refusal(401, "invalid_api_key" if self.openai else "unauthorized",
                            "a valid API key is required: send 'Authorization: Bearer <key>'", self.openai)
-        self.limit = submissions.body_limit(self.app.settings, view)
+        self.limit = request_body.body_limit(self.app.settings, view)
         return self.over_limit(self.content_length)
 
     def over_limit(self, length: int) -> Refusal | None:

@@ -1,14 +1,10 @@
-"""What every face (the API, the chat form) checks before a prompt becomes a job, in one place. A refusal is a
-`Refused` with a machine code; each blueprint turns it into its own answer (JSON error, message on the form)."""
+"""The rules a prompt must pass before it becomes a job, and the limits of what it may carry. A refusal is a
+`Refused` with a machine code and an HTTP status; each face turns it into its own answer (JSON error, OpenAI's error
+object, a message on the form). The one path that applies these rules for every face is app/intake.py."""
 
-import hashlib
-import json
 import re
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, NamedTuple
 
-from flask import request
 from sqlalchemy import func, select, update
 
 from app import webhooks
@@ -16,8 +12,9 @@ from app.extensions import current, db
 from app.llm import ContextTooLong, ModelLoadError, check_fits
 from app.models import ApiKey, Job, JobStatus, utcnow
 
-# Conversation ids travel in URLs and JSON: short, printable, no separators that need escaping.
-CONVERSATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# A session id (the client's name for a conversation; the JSON fields say `session_id` or `conversation_id`) travels
+# in URLs and JSON: short, printable, no separators that need escaping.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 MAX_INPUT_CHARS = 1_000_000
 MAX_SYSTEM_PROMPT_CHARS = 100_000
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, as in the IETF draft's examples
@@ -26,57 +23,11 @@ IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 class Refused(Exception):
     """The submission cannot become a job; `code` says why for machines, the message for people, and `status` is
-    the HTTP status the API faces answer with."""
+    the HTTP status the API faces answer with; `param` names the field at fault, for OpenAI's error object."""
 
-    def __init__(self, code: str, message: str, status: int = 400):
+    def __init__(self, code: str, message: str, status: int = 400, param: str | None = None):
         super().__init__(message)
-        self.code, self.message, self.status = code, message, status
-
-
-def json_body() -> Any:
-    """The request's JSON, or None when it is not JSON; nesting too deep for the parser is refused, not a crash."""
-    try:
-        return request.get_json(force=True, silent=True)
-    except RecursionError:
-        raise Refused("invalid_json", "the JSON body is nested too deeply") from None
-
-
-class BodyLimit(NamedTuple):
-    limit: int  # bytes
-    setting: str  # its name, as the environment spells it
-    code: str  # the code of the 413
-
-    def check(self, length: int | None) -> None:
-        """Refuses a body whose Content-Length is over the limit."""
-        if length is not None and length > self.limit:
-            raise Refused(self.code, f"the body is {length} bytes, over the limit of {self.limit} ({self.setting})",
-                          status=413)
-
-
-def larger_body(setting: str, code: str = "too_large") -> Callable[[Callable], Callable]:
-    """Marks a view whose body may be larger than MAX_REQUEST_BYTES (an import, a batch file): up to the setting
-    named. The web server refuses a longer Content-Length before reading the body (app/serving.py), and the view
-    calls `limit_body` for bodies sent without one."""
-
-    def mark(view: Callable) -> Callable:
-        view.body_limit = (setting, code)
-        return view
-
-    return mark
-
-
-def body_limit(settings, view: Callable | None) -> BodyLimit:
-    """The largest body `view` takes: its `larger_body` mark, else MAX_REQUEST_BYTES."""
-    setting, code = getattr(view, "body_limit", ("max_request_bytes", "too_large"))
-    return BodyLimit(getattr(settings, setting), setting.upper(), code)
-
-
-def limit_body() -> None:
-    """In a view marked `larger_body`: its Content-Length is checked before the body is read, and a body without
-    one is cut off at the limit."""
-    limit = body_limit(current().settings, current().view_functions.get(request.endpoint))
-    limit.check(request.content_length)
-    request.max_content_length = limit.limit
+        self.code, self.message, self.status, self.param = code, message, status, param
 
 
 def claim_queue_room(api_key_id: int) -> None:
@@ -100,8 +51,8 @@ def claim_queue_room(api_key_id: int) -> None:
                                          "submit more when some have started", status=429)
 
 
-def valid_conversation_id(value: str) -> bool:
-    return CONVERSATION_ID.fullmatch(value) is not None
+def valid_session_id(value: str) -> bool:
+    return SESSION_ID.fullmatch(value) is not None
 
 
 def whole_number(value: str, low: int, high: int) -> int | None:
@@ -127,7 +78,9 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
     settings = current().settings
     model = model or settings.default_model
     if model not in settings.offered_models:
-        raise Refused("unknown_model", f"unknown model '{model}'; available: {', '.join(settings.offered_models)}")
+        # OpenAI's status and code, which its SDKs turn into NotFoundError; the same on every face.
+        raise Refused("model_not_found", f"Unknown model '{model}'; available: {', '.join(settings.offered_models)}.",
+                      status=404, param="model")
     if system_prompt is None:
         system_prompt = settings.models[model].system_prompt
     max_tokens = settings.params_for(model, overrides).max_tokens
@@ -138,17 +91,6 @@ def check(model: str | None, system_prompt: str | None, user_input: str, overrid
     except ModelLoadError as exc:
         raise Refused("model_unavailable", str(exc), status=503) from None
     return model, system_prompt or None
-
-
-def idempotency(body: Any) -> tuple[str, str] | None:
-    """The request's Idempotency-Key header and a digest of its body, or None without the header."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise Refused("invalid_request", "Idempotency-Key must be 1 to 200 printable ASCII characters")
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True).encode()
-    return key, hashlib.sha256(canonical).hexdigest()
 
 
 def replayed(api_key: ApiKey, idempotency: tuple[str, str]) -> Job | None:

@@ -69,7 +69,6 @@ def test_the_model_is_loaded_once_across_jobs(client, api_headers, work, model_c
     ({"user_input": "hi", "top_p": 0}, "invalid_request"),
     ({"user_input": "hi", "temprature": 0.5}, "invalid_request"),
     ({"user_input": "hi", "session_id": "has spaces"}, "invalid_request"),
-    ({"user_input": "hi", "model": "nope"}, "unknown_model"),
     ({"user_input": "word " * 5000}, "context_length_exceeded"),
     ({"user_input": "hi", "max_tokens": 5000}, "context_length_exceeded"),
     ([1, 2], "invalid_json"),
@@ -79,6 +78,12 @@ def test_bad_submissions_get_a_clear_400(client, api_headers, body, code):
         client.post("/chat/api/submit", json=body, headers=api_headers)
     assert answer.status_code == 400, answer.json
     assert answer.json["error"]["code"] == code and answer.json["error"]["message"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 0
+
+
+def test_an_unknown_model_is_404_model_not_found_as_on_v1(client, api_headers):
+    answer = submit(client, api_headers, user_input="hi", model="nope")
+    assert answer.status_code == 404 and answer.json["error"]["code"] == "model_not_found"
     assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 0
 
 

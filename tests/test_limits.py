@@ -14,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.api.events import KEEPALIVE_SECONDS
+from app.follow import TICK_SECONDS as KEEPALIVE_SECONDS
 from app.extensions import db
 from app.keys import TooManyKeys, create_key
 from app.models import ApiKey, User

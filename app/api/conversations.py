@@ -2,7 +2,7 @@
 
 from flask import g, request, url_for
 
-from app import conversation_files, jobs, submissions
+from app import conversation_files, jobs, request_body, submissions
 from app.api import bp
 from app.api.routes import get_conversation
 from app.errors import APIError
@@ -15,14 +15,14 @@ def export_conversation(conversation_id: str):
 
 
 @bp.post("/conversations/import")
-@submissions.larger_body("import_max_bytes")
+@request_body.larger_body("import_max_bytes")
 def import_conversation():
     """The body is an exported file; `?conversation_id=` imports it under another id than its own."""
     session_id = request.args.get("conversation_id")
-    if session_id is not None and not submissions.valid_conversation_id(session_id):
+    if session_id is not None and not submissions.valid_session_id(session_id):
         raise APIError(400, "invalid_request", "conversation_id: must be 1-128 characters: letters, digits and "
                                                ". _ : @ - (e.g. 'story-123')")
-    submissions.limit_body()
+    request_body.limit_body()
     file = conversation_files.parse(request.get_data())
     try:
         conversation = conversation_files.store(g.api_key.user_id, file, session_id)

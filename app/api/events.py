@@ -10,18 +10,13 @@ import re
 
 from flask import Response, request, stream_with_context
 
-from app import job_views, streams
+from app import follow, job_views
 from app.api import bp
 from app.api.routes import get_job
 from app.errors import APIError
-from app.extensions import current, db
-from app.keys import presented_key, take_reader_slot, valid_key
-from app.models import Job
+from app.extensions import db
+from app.keys import presented_key, take_reader_slot
 
-# Proxies close quiet connections, and a client that left is only noticed when a write fails: both want a
-# comment now and then. Each also checks the key (revoked: the stream ends) and the job in the database (in
-# case its stream was lost).
-KEEPALIVE_SECONDS = 5
 # A Redis stream entry id: two unsigned 64-bit numbers, ASCII digits only.
 EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
@@ -46,48 +41,26 @@ def job_events(job_id: int):
     give_back = take_reader_slot("close a stream, or poll GET /api/jobs/{id}")
     db.session.remove()
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    response = Response(stream_with_context(_events(job_id, after)), mimetype="text/event-stream", headers=headers)
+    response = Response(stream_with_context(_events(job_id, after, presented_key())), mimetype="text/event-stream",
+                        headers=headers)
     response.call_on_close(give_back)  # after the stream ends or the client left, outside any app context
     return response
 
 
-def _events(job_id: int, after: str):
+def _events(job_id: int, after: str, key: str | None):
     yield f": job {job_id}\n\n"  # sends the headers through proxies at once
-    seen_any = after != "0-0"
-    # On shutdown `follow` stops and the client reconnects (Last-Event-ID) elsewhere.
-    for entry in streams.follow(current().redis, job_id, after, current().shutting_down, KEEPALIVE_SECONDS):
-        if entry.kind == "token":
-            seen_any = True
-            yield sse("token", {"text": entry.value}, entry.id)
-        elif entry.kind == "reset":
-            yield sse("reset", {"attempt": int(entry.value)}, entry.id)
-        elif entry.kind == "end":
-            job = _load(job_id)
-            yield sse(job["status"], job, entry.id)
-            return
-        elif not still_valid_key():
+    # On shutdown the steps stop short and the client reconnects (Last-Event-ID) elsewhere.
+    for step in follow.until_end(job_id, after, key):
+        if step.kind == "token":
+            yield sse("token", {"text": step.value}, step.id)
+        elif step.kind == "reset":
+            yield sse("reset", {"attempt": int(step.value)}, step.id)
+        elif step.kind == "revoked":
             yield sse("error", {"error": {"code": "unauthorized", "message": "the API key was revoked"}})
-            return
-        else:
-            job = _load(job_id)
-            if job["status"] in ("done", "error", "cancelled"):
-                # The stream is gone (expired or Redis was wiped): send what the database holds.
-                if job["result"] and not seen_any:
-                    yield sse("token", {"text": job["result"]}, None)
-                yield sse(job["status"], job)
-                return
+        elif step.kind == "quiet":
             yield ": keep-alive\n\n"
-
-
-def still_valid_key() -> bool:
-    try:
-        return valid_key(presented_key()) is not None
-    finally:
-        db.session.remove()
-
-
-def _load(job_id: int) -> dict:
-    try:
-        return job_views.job_json(db.session.get(Job, job_id))
-    finally:
-        db.session.remove()
+        else:
+            job = job_views.job_json(step.job)
+            if step.missed:
+                yield sse("token", {"text": step.missed}, None)
+            yield sse(job["status"], job, step.id)

@@ -2,7 +2,7 @@
 
 from app.api.schemas import PromptTemplateRequest, SubmitRequest
 from app.conversation_files import ConversationFile
-from app.submissions import CONVERSATION_ID
+from app.submissions import SESSION_ID
 from app.models import JobStatus, Priority
 from app.openapi import Part, answer, errors, json_content, ref
 
@@ -54,7 +54,7 @@ def part(prefix: str) -> Part:
     api.operation(f"{prefix}/submit", "post", "Submit a prompt as a job", {
         "202": answer("the job, queued", ref("SubmittedJob"), {"Location": {"schema": {"type": "string"}}}),
         "200": answer("the job an earlier request with the same Idempotency-Key made", ref("SubmittedJob")),
-        **errors("Error", 400, 401, 403, 409, 413, 429, 503)},
+        **errors("Error", 400, 401, 403, 404, 409, 413, 429, 503)},  # 404: model_not_found
         requestBody={"required": True, "content": json_content(submit)},
         parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
                      "schema": {"type": "string", "pattern": "^[!-~]{1,200}$"}}])
@@ -133,4 +133,4 @@ def conversation_files(api: Part, prefix: str) -> None:
         **errors("Error", 400, 401, 409, 413, 429)},
         requestBody={"required": True, "content": json_content(document)}, parameters=[
         {"name": "conversation_id", "in": "query", "description": "import under this id instead of the file's",
-         "schema": {"type": "string", "pattern": f"^{CONVERSATION_ID.pattern}$"}}])
+         "schema": {"type": "string", "pattern": f"^{SESSION_ID.pattern}$"}}])

@@ -2,7 +2,7 @@
 
 from flask import g, url_for
 
-from app import prompt_templates, submissions
+from app import prompt_templates, request_body
 from app.api import bp
 from app.api.schemas import PromptTemplateRequest, parse
 from app.errors import APIError
@@ -17,7 +17,7 @@ def list_prompt_templates():
 @bp.post("/prompt-templates")
 def save_prompt_template():
     """201 with the new version; 200 with the latest one when its text is unchanged."""
-    body = parse(PromptTemplateRequest, submissions.json_body())
+    body = parse(PromptTemplateRequest, request_body.json_body())
     template, created = prompt_templates.save(g.api_key.user_id, body.name, body.text)
     location = url_for("api.prompt_template", reference=template.ref)
     return prompt_templates.template_json(template), 201 if created else 200, {"Location": location}

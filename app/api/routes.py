@@ -3,11 +3,12 @@
 from flask import g, request, url_for
 from sqlalchemy import select
 
-from app import job_views, jobs, keys, progress, prompt_templates, submissions
+from app import intake, job_views, jobs, keys, progress, request_body, submissions
 from app.api import bp
 from app.api.schemas import SubmitRequest, parse
 from app.errors import APIError
 from app.extensions import current, db
+from app.intake import Submission
 from app.models import Conversation, Job, JobStatus, Message, Priority
 
 
@@ -30,34 +31,17 @@ def get_conversation(session_id: str) -> Conversation:
 
 @bp.post("/submit")
 def submit():
-    try:
-        data = submissions.json_body()
-        body = parse(SubmitRequest, data)
-        idempotency = submissions.idempotency(data)
-        if idempotency and (earlier := submissions.replayed(g.api_key, idempotency)):
-            return submitted(earlier, 200)
-        priority = body.priority or Priority.BATCH.value
-        if priority == Priority.INTERACTIVE.value and not g.api_key.interactive:
-            raise APIError(403, "priority_not_allowed", "this API key may only submit batch jobs")
-        overrides = body.overrides()
-        template, system_prompt = prompt_templates.chosen(g.api_key.user_id, body.prompt_template, body.variables,
-                                                          body.system_prompt)
-        model, system_prompt = submissions.check(body.model, system_prompt, body.user_input, overrides)
-        submissions.check_callback(g.api_key, body.callback_url)
-        job = jobs.submit(g.api_key.user_id, body.conversation_id(), body.user_input, model, system_prompt,
-                          overrides, priority=priority, api_key_id=g.api_key.id, idempotency=idempotency,
-                          callback_url=body.callback_url, prompt_template=template, variables=body.variables)
-    except jobs.AlreadySubmitted:
-        return submitted(submissions.replayed(g.api_key, idempotency), 200)
-    return submitted(job, 202)
-
-
-def submitted(job: Job, status: int):
-    """202 for a new job; 200 for the job an earlier request with the same Idempotency-Key made."""
+    data = request_body.json_body()
+    body = parse(SubmitRequest, data)
+    job, replayed = intake.submit(Submission(
+        owner=g.api_key.user_id, user_input=body.user_input, session_id=body.session_id_or_new(), model=body.model,
+        system_prompt=body.system_prompt, params=body.overrides(), priority=body.priority or Priority.BATCH.value,
+        api_key=g.api_key, callback_url=body.callback_url, prompt_template=body.prompt_template,
+        variables=body.variables, idempotency=intake.idempotency(request.headers.get("Idempotency-Key"), data)))
     headers = {"Location": url_for("api.job", job_id=job.id)}
-    if status == 200:
+    if replayed:  # the job an earlier request with the same Idempotency-Key made
         headers["Idempotent-Replayed"] = "true"
-    return {"job_id": job.id, **job_views.job_json(job)}, status, headers
+    return {"job_id": job.id, **job_views.job_json(job)}, 200 if replayed else 202, headers
 
 
 @bp.get("/jobs/<int:job_id>")

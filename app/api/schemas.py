@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from app.errors import APIError, validation_message
 from app.llm import GenerationParams
 from app.prompt_templates import NAME as TEMPLATE_NAME
-from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_conversation_id, valid_text
+from app.submissions import MAX_INPUT_CHARS, MAX_SYSTEM_PROMPT_CHARS, valid_session_id, valid_text
 
 
 class SubmitRequest(GenerationParams):
@@ -44,12 +44,13 @@ class SubmitRequest(GenerationParams):
 
     @field_validator("session_id")
     @classmethod
-    def _conversation_id(cls, value: str | None) -> str | None:
-        if value is not None and not valid_conversation_id(value):
+    def _session_id(cls, value: str | None) -> str | None:
+        if value is not None and not valid_session_id(value):
             raise ValueError("must be 1-128 characters: letters, digits and . _ : @ - (e.g. 'story-123')")
         return value
 
-    def conversation_id(self) -> str:
+    def session_id_or_new(self) -> str:
+        """The client's conversation, or a new one named for it."""
         return self.session_id or f"api-{uuid.uuid4().hex[:12]}"
 
     def overrides(self) -> dict[str, Any]:

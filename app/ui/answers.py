@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from flask import abort, redirect, render_template, url_for
 from sqlalchemy import func, select
 
-from app import jobs, progress
+from app import intake, jobs, progress
 from app.extensions import current, db
 from app.models import Job, JobStatus, Message
 from app.ui import bp, owned_or_404, viewable_or_404, wants_fragment
@@ -83,7 +83,7 @@ def regenerate(job_id: int):
     """A new job answers the same turn; its bubble takes the old one's place."""
     job = owned_or_404(db.session.get(Job, job_id))
     try:
-        job = jobs.regenerate(job)
+        job = intake.regenerate(job)  # refused like a new submission: app/errors.py answers with the same status
     except jobs.NotRegenerable as exc:
         abort(409, str(exc))
     if not wants_fragment():

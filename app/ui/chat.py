@@ -10,8 +10,9 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 
-from app import jobs, prompt_templates, submissions
+from app import intake, jobs, submissions
 from app.extensions import current, db
+from app.intake import Submission
 from app.llm import Turn
 from app.models import Conversation, Job, JobStatus, Message, Priority, User, conversation_turns
 from app.ui import bp, owned_or_404, viewable_or_404, visible, wants_fragment
@@ -120,7 +121,7 @@ def chat(conversation_id: str):
 def send(conversation_id: str):
     """Without JavaScript: a plain POST, then a redirect to the answer's bubble. With htmx: the new turn
     (the prompt and a bubble that polls the job) plus a fresh composer, swapped in without a reload."""
-    if not submissions.valid_conversation_id(conversation_id):
+    if not submissions.valid_session_id(conversation_id):  # a new conversation's id is its session id too
         abort(404)
     existing = db.session.get(Conversation, conversation_id)
     session_id = owned_or_404(existing).session_id if existing else conversation_id
@@ -138,23 +139,25 @@ def send(conversation_id: str):
 
 
 def submit(conversation_id: str, session_id: str, form: PromptForm) -> Job | None:
-    """Checked like the API checks a submission; a refusal becomes an error on the form, in words."""
-    overrides = form.overrides()
-    system_prompt = form.system_prompt.data if (form.system_prompt.data or "").strip() else None
+    """Through the same path as the API's submissions; a refusal becomes an error on the form, in words."""
     reference = form.prompt_template.data or None
-    variables = form.variables if reference else None
+    system_prompt = form.system_prompt.data if (form.system_prompt.data or "").strip() else None
     try:
-        template, system_prompt = prompt_templates.chosen(current_user.id, reference, variables, system_prompt)
-        model, system_prompt = submissions.check(form.model.data, system_prompt, form.prompt.data, overrides)
+        job, _ = intake.submit(Submission(
+            owner=current_user.id, user_input=form.prompt.data, session_id=session_id, model=form.model.data,
+            system_prompt=system_prompt, params=form.overrides(), priority=Priority.INTERACTIVE.value,
+            prompt_template=reference, variables=form.variables if reference else None,
+            conversation_id=conversation_id))
     except submissions.Refused as refused:
         form.prompt.errors.append(refused.message)
+        form.refused = refused.code
         return None
-    return jobs.submit(current_user.id, session_id, form.prompt.data, model, system_prompt, overrides,
-                       priority=Priority.INTERACTIVE.value, conversation_id=conversation_id,
-                       prompt_template=template, variables=variables)
+    return job
 
 
 def refuse(conversation_id: str, form: PromptForm):
+    """422 with the form and its errors; `data-refused` on it names the code the API faces would answer with."""
+    form.refused = form.refused or "invalid_request"  # what the form's own validators refuse
     if wants_fragment():
         return render_template("partials/_send_form.html", form=form, conversation_id=conversation_id, oob=True), 422
     conversation = db.session.get(Conversation, conversation_id)

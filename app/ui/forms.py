@@ -65,6 +65,7 @@ class PromptForm(FlaskForm):
     temperature = FloatField("Temperature", validators=[Optional(), within_generation_limits])
     top_p = FloatField("Top p", validators=[Optional(), within_generation_limits])
     prompt_template = SelectField("Template", validate_choice=False)
+    refused: str | None = None  # the code of the refusal the form shows (app/intake.py), as the API faces name it
 
     def __init__(self, *args, variables: dict[str, str] | None = None, **kwargs):
         """`variables` fill the chosen template's placeholders; by default, the posted `variable-NAME` fields."""
@@ -85,11 +86,6 @@ class PromptForm(FlaskForm):
             return prompt_templates.find(current_user.id, self.prompt_template.data)
         except Refused:
             return None
-
-    def validate_model(self, field) -> None:
-        offered = current().settings.offered_models
-        if field.data not in offered:
-            raise ValidationError(f"Unknown model '{field.data}'; available: {', '.join(offered)}.")
 
     def overrides(self) -> dict[str, Any]:
         """The advanced settings the person filled in; empty ones keep the model's defaults."""

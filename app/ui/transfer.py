@@ -6,7 +6,7 @@ import uuid
 from flask import abort, flash, redirect, request, url_for
 from flask_login import current_user
 
-from app import conversation_files, jobs, submissions
+from app import conversation_files, jobs, request_body
 from app.extensions import csrf, db
 from app.models import Conversation
 from app.submissions import Refused
@@ -25,11 +25,11 @@ def export(conversation_id: str):
 
 @bp.post("/conversations/import")
 @csrf.exempt  # checked below instead, once the request may be as large as an import
-@submissions.larger_body("import_max_bytes")
+@request_body.larger_body("import_max_bytes")
 def import_conversation():
     """A plain form: the imported conversation opens, or the list says in words why the file was not imported."""
     try:
-        submissions.limit_body()
+        request_body.limit_body()
     except Refused as refused:
         abort(413, refused.message)
     csrf.protect()

@@ -4,7 +4,7 @@ key's user; another user's is a 404."""
 from flask import Response, g, request
 from sqlalchemy import select
 
-from app import batches, submissions
+from app import batches, request_body, submissions
 from app.errors import APIError
 from app.extensions import db
 from app.models import Batch, StoredFile
@@ -18,13 +18,10 @@ PAGE = 20  # batches per page unless `limit` says otherwise (1-100)
 
 
 @bp.post("/files")
-@submissions.larger_body("batch_file_max_bytes", "file_too_large")
+@request_body.larger_body("batch_file_max_bytes", "file_too_large")
 def upload_file():
     """multipart/form-data with `file` and `purpose=batch`; up to BATCH_FILE_MAX_BYTES."""
-    try:
-        submissions.limit_body()
-    except submissions.Refused as refused:
-        raise APIError(refused.status, refused.code, refused.message) from None
+    request_body.limit_body()  # a refusal is answered in OpenAI's shape app-wide (app/errors.py)
     if request.form.get("purpose") != "batch":
         raise APIError(400, "invalid_request", "purpose must be 'batch'", param="purpose")
     upload = request.files.get("file")
@@ -70,7 +67,7 @@ def delete_file(file_id: str):
 
 @bp.post("/batches")
 def create_batch():
-    body = submissions.json_body()
+    body = request_body.json_body()
     if not isinstance(body, dict):
         raise APIError(400, "invalid_json", "the request body must be a JSON object")
     unknown = sorted(body.keys() - {"input_file_id", "endpoint", "completion_window", "metadata"})

@@ -13,16 +13,15 @@ from collections.abc import Iterator
 
 from flask import Response, g, request, stream_with_context
 
-from app import jobs, streams, submissions
+from app import follow, intake, request_body, submissions
 from app.errors import APIError
-from app.extensions import current, db
-from app.keys import presented_key, take_reader_slot, valid_key
+from app.extensions import current
+from app.keys import presented_key, take_reader_slot
 from app.models import Job, JobStatus, Priority
 from app.openai_format import (ChatCompletionRequest, chunk_object, completion, finish_reason, job_failure,
-                                 parse_chat_request, split_messages, usage)
+                                 parse_chat_request, submission, usage)
 from app.v1 import bp
 
-TICK_SECONDS = 5  # a keep-alive comment on quiet streams, and a look at the job and the key
 CONVERSATION_HEADER = "X-Llamalith-Conversation"
 
 
@@ -55,7 +54,7 @@ def chat_completions():
     if replayed:  # as on POST /api/submit: the answer comes from the job an earlier request made
         headers["Idempotent-Replayed"] = "true"
     if body.stream:
-        chunks = stream_with_context(completion_chunks(job.id, model, body))
+        chunks = stream_with_context(completion_chunks(job.id, model, body, presented_key()))
         response = Response(chunks, mimetype="text/event-stream",
                             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         response.call_on_close(give_back)
@@ -70,89 +69,63 @@ def chat_completions():
 def submit() -> tuple[ChatCompletionRequest, Job, bool]:
     """The request and its job: a new one, or (and True) the one an earlier request with the same Idempotency-Key
     made."""
-    try:
-        data = submissions.json_body()
-        body = parse_chat_request(data)
-        idempotency = submissions.idempotency(data)
-        if idempotency and (earlier := submissions.replayed(g.api_key, idempotency)):
-            return body, earlier, True
-        if body.model not in current().settings.offered_models:
-            raise APIError(404, "model_not_found", f"the model '{body.model}' does not exist", param="model")
-        system_prompt, history, user_input = split_messages(body.messages)
-        overrides = body.generation_overrides()
-        model, system_prompt = submissions.check(body.model, system_prompt, user_input, overrides)
-        priority = Priority.INTERACTIVE.value if g.api_key.interactive else Priority.BATCH.value
-        return body, jobs.submit(g.api_key.user_id, conversation_name(body), user_input, model, system_prompt,
-                                 overrides, priority=priority, api_key_id=g.api_key.id, history=history,
-                                 idempotency=idempotency), False
-    except jobs.AlreadySubmitted:
-        return body, submissions.replayed(g.api_key, idempotency), True
-    except submissions.Refused as refused:
-        raise APIError(refused.status, refused.code, refused.message) from None
+    data = request_body.json_body()
+    body = parse_chat_request(data)
+    priority = Priority.INTERACTIVE.value if g.api_key.interactive else Priority.BATCH.value
+    job, replayed = intake.submit(submission(
+        body, g.api_key.user_id, session_id_of(body), priority=priority, api_key=g.api_key,
+        idempotency=intake.idempotency(request.headers.get("Idempotency-Key"), data)))
+    return body, job, replayed
 
 
-def conversation_name(body: ChatCompletionRequest) -> str:
-    name = request.headers.get(CONVERSATION_HEADER) or body.user
-    if name is None:
+def session_id_of(body: ChatCompletionRequest) -> str:
+    """The client's name for the conversation the call lands in: the header, else `user`, else a new one."""
+    session_id = request.headers.get(CONVERSATION_HEADER) or body.user
+    if session_id is None:
         return f"openai-{secrets.token_hex(6)}"
-    if not submissions.valid_conversation_id(name):
+    if not submissions.valid_session_id(session_id):
         raise APIError(400, "invalid_request", f"{CONVERSATION_HEADER} (or user) must be 1-128 characters: letters, "
                                                "digits and . _ : @ -", param="user")
-    return name
+    return session_id
 
 
 def wait_for_end(job_id: int) -> Job:
-    db.session.remove()  # no session is held while waiting
-    for entry in streams.follow(current().redis, job_id, "0-0", current().shutting_down, TICK_SECONDS):
-        if entry.kind == "end" or (entry.kind == "tick" and _job(job_id).finished):
-            return _job(job_id)
+    for step in follow.until_end(job_id):
+        if step.kind == "end":
+            return step.job
     raise APIError(503, "server_shutting_down", f"the server is restarting; job {job_id} goes on: fetch it with "
                                                 f"GET /api/jobs/{job_id}", headers={"Retry-After": "5"})
 
 
-def _job(job_id: int) -> Job:
-    db.session.remove()  # a fresh read: the worker wrote it
-    return db.session.get(Job, job_id)
-
-
-def completion_chunks(job_id: int, model: str, body: ChatCompletionRequest) -> Iterator[str]:
-    """OpenAI's stream: a role chunk, a chunk per batch of tokens (app/streams.py), a finish chunk, a usage chunk
+def completion_chunks(job_id: int, model: str, body: ChatCompletionRequest, key: str | None) -> Iterator[str]:
+    """OpenAI's stream: a role chunk, a chunk per batch of tokens (app/follow.py), a finish chunk, a usage chunk
     if asked, then [DONE]."""
     created = int(time.time())
-    overrides = body.generation_overrides()
 
     def chunk(delta: dict | None, finish: str | None = None, **extra) -> str:
         return f"data: {json.dumps(chunk_object(job_id, created, model, delta, finish, **extra))}\n\n"
 
-    db.session.remove()
     yield chunk({"role": "assistant", "content": ""})
-    sent_any = False
-    for entry in streams.follow(current().redis, job_id, "0-0", current().shutting_down, TICK_SECONDS):
-        if entry.kind == "token":
-            sent_any = True
-            yield chunk({"content": entry.value})
-            continue
-        if entry.kind == "reset":
+    for step in follow.until_end(job_id, key=key):
+        if step.kind == "token":
+            yield chunk({"content": step.value})
+        elif step.kind == "reset":
             yield _error(f"the worker restarted job {job_id}; its answer will be in GET /api/jobs/{job_id}")
             return
-        if entry.kind == "tick" and valid_key(presented_key()) is None:
+        elif step.kind == "revoked":
             yield _error("the API key was revoked")
-            return
-        job = _job(job_id)
-        if entry.kind == "tick" and not job.finished:
+        elif step.kind == "quiet":
             yield ": keep-alive\n\n"
-            continue
-        if job.status != JobStatus.DONE.value:
-            failure = job_failure(job)
+        elif step.job.status != JobStatus.DONE.value:
+            failure = job_failure(step.job)
             yield _error(failure.message, failure.code)
-            return
-        if not sent_any and job.result:  # the live stream was lost: the database has the text
-            yield chunk({"content": job.result})
-        yield chunk({}, finish_reason(job, overrides))
-        if body.stream_options and body.stream_options.include_usage:
-            yield chunk(None, usage=usage(job))
-        yield "data: [DONE]\n\n"
-        return
+        else:
+            if step.missed:
+                yield chunk({"content": step.missed})
+            yield chunk({}, finish_reason(step.job, body.generation_overrides()))
+            if body.stream_options and body.stream_options.include_usage:
+                yield chunk(None, usage=usage(step.job))
+            yield "data: [DONE]\n\n"
 
 
 def _error(message: str, code: str = "stream_interrupted") -> str:

@@ -84,7 +84,7 @@ def test_an_imported_answer_by_a_model_not_offered_here_cannot_be_regenerated(si
     chat = signed_in.get(upload(signed_in, json.dumps(file).encode()).headers["Location"]).text
     assert "mistral-7b · job 1" in chat and "Regenerate" not in chat
     assert f'<option selected value="{MODEL}">' in chat  # the next prompt goes to an offered model
-    assert signed_in.htmx("POST", "/chat/jobs/1/regenerate").status_code == 409
+    assert signed_in.htmx("POST", "/chat/jobs/1/regenerate").status_code == 404  # model_not_found, as on /api
     assert counts() == (1, 1, 2)
 
 
