@@ -2,7 +2,9 @@
 duplicate deliveries and late workers change nothing): submit, regenerate, claim, finish, requeue, cancel.
 
 The database row is the truth and Redis is the transport: a row is committed before it is enqueued, and the
-reconciler (app/jobs/reconciler.py) repairs whatever Redis lost. Status changes happen here and nowhere else."""
+reconciler (app/jobs/reconciler.py) repairs whatever Redis lost. No status changes but through `transition`: the
+few changes made elsewhere (the reconciler's retries and expiry, a run that waited too long, a cancelled batch's held
+lines) call it too."""
 
 import logging
 import time
