@@ -23,7 +23,7 @@ from redis import RedisError
 from rq import Queue, SimpleWorker
 from sqlalchemy import select
 
-from app import affinity, batches, create_app, jobs, logs, webhooks
+from app import affinity, batch_lines, batches, create_app, jobs, logs, webhooks
 from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
 from app.models import Job
@@ -74,12 +74,12 @@ def after_job(app: Llamalith, rq_job_id: str) -> None:
 
 
 def settle_batch(rq_job_id: str) -> None:
-    """After a batch's line: end the batch if that was its last (app/batches.py)."""
+    """After a batch's line: end the batch if that was its last (app/batch_lines.py)."""
     number = rq_job_id.removeprefix(jobs.RQ_PREFIX)
     if number.isascii() and number.isdigit():  # a model job's id (jobs.rq_id), nothing else's
         batch_id = db.session.scalar(select(Job.batch_id).where(Job.id == int(number)))
         if batch_id:
-            batches.settle(batch_id)
+            batch_lines.settle(batch_id)
 
 
 def busy(app: Llamalith) -> None:

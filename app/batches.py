@@ -2,24 +2,23 @@
 whole (any bad line fails the batch, with line numbers, and nothing is stored or enqueued); then its lines are
 stored a chunk at a time, in short transactions that let other writers in, while the batch is `validating`, and
 only once all are stored does it start. Each line is a job at batch priority, in its own conversation unless the
-line's `user` names one. Keys take turns (jobs.release_lines), so a long batch does not hold back other keys' work. When the last line has ended, the output file (one line per
-answered request, `custom_id` kept) and the error file are written in the same transaction that ends the batch.
+line's `user` names one. Keys take turns (jobs.release_lines), so a long batch does not hold back other keys' work;
+what becomes of the lines, and the batch's end with its output and error files, is app/batch_lines.py.
 
 Files are kept in the database, so every web node and worker can read and write them."""
 
-import json
 import secrets
 import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
 
-from app import jobs
+from app import batch_lines, jobs
 from app.batch_files import MAX_ERRORS, MAX_LINES, Line, line_error, read_lines, request_count, too_many
+from app.batch_lines import RUNNING, UNFINISHED
 from app.errors import APIError
 from app.extensions import db
 from app.models import Batch, Conversation, Job, JobStatus, Message, StoredFile, utcnow
-from app.openai_format import completion, job_failure
 from app.progress import eta_per_position
 
 ENDPOINT = "/v1/chat/completions"
@@ -27,9 +26,6 @@ WINDOWS = {"24h": timedelta(hours=24)}
 CHUNK_LINES = 500  # lines stored per transaction: a few tens of milliseconds of the database each
 ABANDONED = timedelta(minutes=10)  # a batch still `validating` this long lost the request storing its lines
 INTERRUPTED = "the batch was not stored whole (its request ended half-way); create it again"
-UNFINISHED = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
-RUNNING = ("in_progress", "cancelling")  # a batch whose lines may still be running
-ENDS = {"in_progress": "completed", "cancelling": "cancelled"}
 
 
 # Files ------------------------------------------------------------------------------------------------------
@@ -98,7 +94,8 @@ def store_lines(batch: Batch, lines: list[Line]) -> None:
     try:
         for start in range(0, len(lines), CHUNK_LINES):
             began = time.monotonic()
-            jobs.add_lines(batch.user_id, [(line.job, line.session_id) for line in lines[start:start + CHUNK_LINES]])
+            batch_lines.add_lines(batch.user_id,
+                                  [(line.job, line.session_id) for line in lines[start:start + CHUNK_LINES]])
             time.sleep(time.monotonic() - began)  # as long again for everyone else
         started = db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status == "validating")
                                      .values(status="in_progress", in_progress_at=utcnow(), total=len(lines))).rowcount
@@ -173,69 +170,10 @@ def cancel(batch: Batch) -> Batch:
     db.session.execute(update(Batch).where(Batch.id == batch.id, Batch.status == batch.status)
                        .values(status="cancelling", cancelling_at=utcnow()))
     db.session.commit()
-    jobs.cancel_lines(batch.id)
-    settle(batch.id)
+    batch_lines.cancel_lines(batch.id)
+    batch_lines.settle(batch.id)
     db.session.refresh(batch)
     return batch
-
-
-def settle(batch_id: str) -> None:
-    """End the batch if none of its lines is queued or running any more: write its output and error files and set
-    its final status, all in one transaction (so a crash leaves it running, and the next settle ends it)."""
-    batch = db.session.get(Batch, batch_id)
-    if batch is None or batch.status not in RUNNING or _unfinished(batch_id):
-        return
-    final = "expired" if batch.expired_at else ENDS[batch.status]
-    now = utcnow()
-    ended = db.session.execute(update(Batch).where(Batch.id == batch_id, Batch.status == batch.status)
-                               .values(status=final, finalizing_at=now, **{f"{final}_at": now})).rowcount
-    if not ended:
-        db.session.rollback()
-        return
-    lines = db.session.scalars(select(Job).where(Job.batch_id == batch_id).order_by(Job.id)).all()
-    answered = [line for line in lines if line.status == JobStatus.DONE.value]
-    batch.completed, batch.failed = len(answered), len(lines) - len(answered)
-    batch.output_file_id = _write(batch, "output", [output_line(line) for line in answered])
-    batch.error_file_id = _write(batch, "errors", [error_line(line, batch) for line in lines
-                                                   if line.status != JobStatus.DONE.value])
-    db.session.commit()
-
-
-def _unfinished(batch_id: str) -> bool:
-    return db.session.scalar(select(Job.id).where(Job.batch_id == batch_id, Job.status.in_(UNFINISHED)).limit(1)) \
-        is not None
-
-
-def _write(batch: Batch, kind: str, rows: list[dict]) -> str | None:
-    if not rows:
-        return None
-    content = "".join(json.dumps(row) + "\n" for row in rows).encode()
-    stored = StoredFile(id=f"file-{secrets.token_hex(12)}", user_id=batch.user_id, purpose="batch_output",
-                        filename=f"{batch.id}_{kind}.jsonl", bytes=len(content), content=content)
-    db.session.add(stored)
-    return stored.id
-
-
-def output_line(job: Job) -> dict:
-    return {"id": f"batch_req_{job.id}", "custom_id": job.custom_id,
-            "response": {"status_code": 200, "request_id": job.request_id or f"job-{job.id}",
-                         "body": completion(job, job.model, job.params)}, "error": None}
-
-
-def error_line(job: Job, batch: Batch) -> dict:
-    """A line that was not answered: its failure as /v1/chat/completions would have answered it, or why it never
-    ran (the batch was cancelled or expired first)."""
-    row = {"id": f"batch_req_{job.id}", "custom_id": job.custom_id, "response": None, "error": None}
-    if job.status == JobStatus.CANCELLED.value and job.started_at is None:
-        code = "batch_expired" if batch.expired_at else "batch_cancelled"
-        row["error"] = {"code": code, "message": "the request was not run: the batch was "
-                                                 f"{'past its completion window' if batch.expired_at else 'cancelled'}"}
-        return row
-    failure = job_failure(job)
-    row["response"] = {"status_code": failure.status, "request_id": job.request_id or f"job-{job.id}",
-                       "body": {"error": {"message": failure.message, "type": "server_error", "code": failure.code,
-                                          "param": None}}}
-    return row
 
 
 def expire_overdue() -> int:
@@ -246,8 +184,8 @@ def expire_overdue() -> int:
     for batch_id in overdue:
         db.session.execute(update(Batch).where(Batch.id == batch_id).values(expired_at=utcnow()))
         db.session.commit()
-        jobs.cancel_lines(batch_id)
-        settle(batch_id)
+        batch_lines.cancel_lines(batch_id)
+        batch_lines.settle(batch_id)
     return len(overdue)
 
 
@@ -257,7 +195,7 @@ def maintain() -> None:
     discard_abandoned()
     expire_overdue()
     for batch_id in db.session.scalars(select(Batch.id).where(Batch.status.in_(RUNNING))).all():
-        settle(batch_id)
+        batch_lines.settle(batch_id)
 
 
 # How the API shows a batch -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import requests
 from redis import Redis
 from sqlalchemy import func, select
 
-from app import batches, jobs
+from app import batch_lines, batches, jobs
 from app.extensions import db
 from app.keys import create_key
 from app.models import ApiKey, Batch, Conversation, Job, JobStatus, Message, StoredFile, utcnow
@@ -330,7 +330,7 @@ def test_a_batch_whose_making_was_cut_off_is_never_run_and_is_cleaned_up(client,
     db.session.add(batch)
     db.session.commit()
     lines, errors = batches.read_lines(many_lines(3), batch, key)
-    jobs.add_lines(owner.id, [(line.job, line.session_id) for line in lines[:2]])
+    batch_lines.add_lines(owner.id, [(line.job, line.session_id) for line in lines[:2]])
     assert not errors and jobs.release_lines(key.id) == 0  # held until the batch is in progress
     assert client.get("/chat/v1/batches/batch_cut", headers=api_headers).json["status"] == "validating"
 

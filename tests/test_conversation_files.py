@@ -12,6 +12,7 @@ from rq import Queue
 from sqlalchemy import func, select
 
 from app import conversation_files, jobs
+from app.jobs import imported
 from app.extensions import db
 from app.keys import create_key
 from app.models import Conversation, Job, JobStatus, Message
@@ -257,7 +258,7 @@ def test_a_big_import_does_not_hold_up_another_users_submits(stack):
 def test_an_import_cut_off_half_way_is_seen_by_nobody_and_removed(client, api_headers, owner, monkeypatch):
     """The request died after its first chunk: what it wrote has no owner, so no list shows it, and the
     reconciler removes it once it is clearly abandoned."""
-    monkeypatch.setattr(jobs, "IMPORT_CHUNK", 2)
+    monkeypatch.setattr(imported, "IMPORT_CHUNK", 2)
     calls = []
 
     def die_on_the_second_chunk(*args):
@@ -266,8 +267,8 @@ def test_an_import_cut_off_half_way_is_seen_by_nobody_and_removed(client, api_he
             raise KeyboardInterrupt  # as a crash, and not even the cleanup runs: see the finally below
         return real(*args)
 
-    real = jobs._add_turns
-    monkeypatch.setattr(jobs, "_add_turns", die_on_the_second_chunk)
+    real = imported._add_turns
+    monkeypatch.setattr(imported, "_add_turns", die_on_the_second_chunk)
     monkeypatch.setattr(db.session, "execute", _no_deletes(db.session.execute))
     file = conversation_files.parse(json.dumps(conversation_file("cut", *[(f"q{n}", f"a{n}") for n in range(5)])))
     with pytest.raises(KeyboardInterrupt):
@@ -278,9 +279,10 @@ def test_an_import_cut_off_half_way_is_seen_by_nobody_and_removed(client, api_he
     assert client.get("/chat/api/conversations/cut/export", headers=api_headers).status_code == 404
     assert db.session.scalar(select(Conversation.user_id)) is None
 
-    assert jobs.remove_unfinished_imports() == 0  # not yet: it may still be running
+    assert imported.remove_unfinished_imports() == 0  # not yet: it may still be running
     conversation = db.session.scalar(select(Conversation))
-    conversation.session_id = f"{jobs.IMPORTING}{int(time.time() - jobs.UNFINISHED_IMPORT.total_seconds()) - 1}-x"
+    abandoned = int(time.time() - imported.UNFINISHED_IMPORT.total_seconds()) - 1
+    conversation.session_id = f"{imported.IMPORTING}{abandoned}-x"
     db.session.commit()
     assert jobs.reconcile()["unfinished_imports"] == 1
     assert counts() == (0, 0, 0)

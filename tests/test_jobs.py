@@ -1,4 +1,4 @@
-"""app/jobs.py and app/llm in-process: the real model and Redis, a burst worker, hand-made failures."""
+"""app/jobs/ and app/llm in-process: the real model and Redis, a burst worker, hand-made failures."""
 
 from datetime import timedelta
 
@@ -6,6 +6,7 @@ from flask_migrate import upgrade
 
 import worker
 from app import create_app, jobs
+from app.jobs import reconciler, running
 from app.keys import create_key
 from app.extensions import db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
@@ -41,7 +42,7 @@ def test_unreadable_gguf_fails_once_is_not_retried_and_keeps_its_path_from_clien
 
 def test_lost_worker_is_retried_with_backoff_then_given_up(app, owner):
     job = jobs.submit(owner.id, "c-2", "hello", MODEL, None, {})
-    stale = utcnow() - timedelta(seconds=jobs.HEARTBEAT_STALE + 1)
+    stale = utcnow() - timedelta(seconds=reconciler.HEARTBEAT_STALE + 1)
     for attempt in range(1, app.settings.max_attempts + 1):
         db.session.execute(db.update(Job).values(status="processing", attempts=attempt, heartbeat_at=stale,
                                                  worker="gone"))
@@ -117,7 +118,7 @@ def test_a_regenerated_answer_replaces_the_old_one_in_the_next_turns_history(own
     assert (again.user_input, again.conversation_id, again.status) == ("Say hi.", "c-6", "queued")
     work()
     following = jobs.submit(owner.id, "c-6", "And now?", MODEL, None, {})
-    history = jobs.history(following)
+    history = running.history(following)
     assert [(turn.user, turn.job_id) for turn in history] == [("Say hi.", again.id)]
     assert history[0].assistant == db.session.get(Job, again.id).result != "the old answer"
     assert db.session.get(Job, old.id).result == "the old answer"  # the old job keeps what it wrote

@@ -128,5 +128,16 @@ def test_the_walker_sees_imports_at_the_end_of_a_module_and_relative_ones():
 def test_the_graph_holds_imports_made_inside_functions_and_from_packages():
     graph = import_graph()
     assert {"app.api", "app.ui", "app.v1"} <= graph["app"]  # create_app registers the blueprints inside a function
-    assert {"app.jobs", "app.models"} <= graph["app.batches"]  # `from app import jobs` loads app.jobs, not app
+    assert {"app.batch_lines", "app.models"} <= graph["app.batches"]  # `from app import X` loads app.X, not app
     assert "app" not in graph["app.batches"]
+    assert {"app.jobs.lifecycle", "app.jobs.store"} <= graph["app.batch_lines"]  # and from a package, its module
+    assert "app.jobs" not in graph["app.batch_lines"]
+
+
+MAX_LINES = 350  # a module longer than this has outgrown the one idea its first line names: split it by idea
+
+
+def test_no_module_is_longer_than_one_idea():
+    long = {name: lines for name, path in project_modules().items() if name.startswith("app.")
+            and "migrations" not in path.parts and (lines := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"

@@ -1,0 +1,91 @@
+"""Writing jobs with their conversations and messages: in short transactions, one writer at a time on SQLite, and
+many rows in a few statements."""
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+
+from sqlalchemy import insert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app import logs
+from app.extensions import db
+from app.models import Conversation, Job, Message, utcnow
+
+_SQLITE_WRITER = threading.Lock()
+
+
+def one_writer():
+    """SQLite lets one writer in at a time and the others sleep and retry, in no order: under load some submits
+    waited over a second. This process's writers queue here instead, in turn. (PostgreSQL needs no such thing.)"""
+    return _SQLITE_WRITER if db.session.get_bind().dialect.name == "sqlite" else nullcontext()
+
+
+@contextmanager
+def in_turn() -> Iterator[None]:
+    """One short write transaction of a long series (a batch file's lines, an imported conversation's turns) as
+    `one_writer`; after it the series pauses as long as it took, so that other writers, this process's and the
+    others', get the database at least half the time."""
+    began = time.monotonic()
+    with one_writer():
+        yield
+    time.sleep(time.monotonic() - began)
+
+
+def add_job(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
+            priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None,
+            **extra) -> Job:
+    job = Job(conversation_id=conversation_id, user_input=user_input, model=model, system_prompt=system_prompt,
+              params=params, priority=priority, api_key_id=api_key_id, user_id=user_id, history=history,
+              request_id=logs.request_id.get(), **extra)
+    db.session.add(job)
+    db.session.flush()
+    db.session.add(Message(conversation_id=conversation_id, role="user", content=user_input, job_id=job.id))
+    return job
+
+
+def ensure_conversation(owner: int, session_id: str, title: str, conversation_id: str | None) -> str:
+    """The internal id of the owner's conversation `session_id`, made if new: an upsert, because two first turns
+    may arrive at once."""
+    insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
+    now = utcnow()
+    upsert = insert(Conversation).values(id=conversation_id or secrets.token_hex(8), session_id=session_id,
+                                         title=title, user_id=owner, created_at=now, updated_at=now)
+    return db.session.scalar(upsert.on_conflict_do_update(index_elements=["user_id", "session_id"],
+                                                          set_={"updated_at": now}).returning(Conversation.id))
+
+
+def title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def ensure_conversations(owner: int, titles: dict[str, str]) -> dict[str, str]:
+    """The internal ids of the owner's conversations named by `titles`' session ids, those that are new made with
+    that title, in one upsert."""
+    dialect_insert = {"sqlite": sqlite_insert, "postgresql": postgresql_insert}[db.session.get_bind().dialect.name]
+    now = utcnow()
+    upsert = dialect_insert(Conversation.__table__).on_conflict_do_update(index_elements=["user_id", "session_id"],
+                                                                          set_={"updated_at": now})
+    rows = [{"id": secrets.token_hex(8), "session_id": session_id, "title": title, "user_id": owner,
+             "created_at": now, "updated_at": now} for session_id, title in titles.items()]
+    return dict(db.session.execute(upsert.returning(Conversation.session_id, Conversation.id), rows).all())
+
+
+# Core inserts of many rows: SQLAlchemy sends them as a few multi-row INSERTs, without making an object of each.
+
+
+def insert_jobs(rows: list[dict]) -> list[int]:
+    """Job rows; their ids, in order. Each statement's rows are inserted, and numbered, in the order given, so the
+    ids sorted are theirs in order (asking SQLAlchemy to match them up would make SQLite insert one row at a time)."""
+    if not rows:
+        return []
+    return sorted(db.session.scalars(insert(Job.__table__).returning(Job.id), rows))
+
+
+def insert_messages(rows: list[dict]) -> None:
+    if rows:
+        db.session.execute(insert(Message.__table__), rows)
