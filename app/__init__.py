@@ -12,6 +12,7 @@ from werkzeug.routing import IntegerConverter
 
 from app import cors, logs, openapi, security
 from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
+from app.key_cache import KeyCache
 from app.limits import storage_uri
 from app.llm import ModelCache
 from app.streams import Slots
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Llamalith:
     app.stopping, app.shutting_down = threading.Event(), threading.Event()
     app.readers = Slots()
     app.estimates = {}
+    app.key_cache = KeyCache()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_PATH=settings.base_path or "/",

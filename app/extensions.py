@@ -19,6 +19,7 @@ from app.strict_json import StrictJSONProvider
 if TYPE_CHECKING:
     from redis import Redis
 
+    from app.key_cache import KeyCache
     from app.llm import ModelCache
     from app.streams import Slots
     from config import Settings
@@ -46,6 +47,7 @@ class Llamalith(Flask):
     tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it
     readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
     estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
+    key_cache: KeyCache  # API keys checked a moment ago
     models: ModelCache  # the worker's warm models
     worker_name: str  # host:tag:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue

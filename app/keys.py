@@ -1,13 +1,15 @@
 """API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
 nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
-`authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one); each turns a
-`KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
+`authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one), through the process's
+cache of checked keys (app/key_cache.py: a key revoked elsewhere is refused within KEY_CACHE_SECONDS); each face
+turns a `KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
 on jobs; a user has at most MAX_KEYS_PER_USER keys. `usage` is what the keys did, per day."""
 
 import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 
 from flask import g, request
@@ -16,6 +18,7 @@ from sqlalchemy import func, select, update
 from app import limits
 from app.errors import APIError
 from app.extensions import current, db
+from app.key_cache import CheckedKey
 from app.models import ApiKey, Job, JobStatus, User, utcnow
 from app.streams import SlotCaps
 
@@ -68,7 +71,8 @@ def presented_key() -> str | None:
 
 
 def valid_key(key: str | None) -> ApiKey | None:
-    """The key's row, if the key exists and its user may use it."""
+    """The key's row, if the key exists and its user may use it, from the database itself: open streams ask every
+    few seconds, and end as soon as the key is revoked in any process."""
     if not key:
         return None
     wanted = digest(key)
@@ -79,8 +83,8 @@ def valid_key(key: str | None) -> ApiKey | None:
 
 
 def require_key(unauthorized_code: str = "unauthorized") -> None:
-    """The before-request check of every API face: `g.api_key`, or a 401/429 in the face's error format
-    (`unauthorized_code` is the code of a 401: OpenAI's clients expect "invalid_api_key")."""
+    """The before-request check of every API face: `g.api_key` (a `CheckedKey`), or a 401/429 in the face's error
+    format (`unauthorized_code` is the code of a 401: OpenAI's clients expect "invalid_api_key")."""
     try:
         g.api_key = authenticate()
     except KeyRefused as refused:
@@ -101,10 +105,12 @@ def take_reader_slot(advice: str) -> Callable[[], None]:
     return give_back
 
 
-def authenticate() -> ApiKey:
+def authenticate() -> CheckedKey:
     """The request's key, counted against its rate limit; wrong keys are counted per address."""
+    presented = presented_key()
+    wanted = digest(presented) if presented else None
     try:
-        api_key = valid_key(presented_key())
+        api_key = current().key_cache.get(wanted) if wanted else None
         if api_key is None:  # a valid key is never refused for others' failures from the same address
             limits.take(limits.auth_failures_per_address(), "api-auth-failures", request.remote_addr or "unknown")
             raise KeyRefused(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>' "
@@ -115,8 +121,10 @@ def authenticate() -> ApiKey:
         raise KeyRefused(429, "rate_limited", f"too many requests; retry in {limited.retry_after} s",
                          limited.retry_after) from None
     if api_key.last_used_at is None or api_key.last_used_at < utcnow() - timedelta(minutes=1):
-        api_key.last_used_at = utcnow()
+        api_key = replace(api_key, last_used_at=utcnow())
+        db.session.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=api_key.last_used_at))
         db.session.commit()
+        current().key_cache.remember(wanted, api_key)
     return api_key
 
 
