@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from app.key_cache import KeyCache
     from app.llm import ModelCache
+    from app.metrics import RequestCounts
     from app.streams import Slots
     from config import Settings
 
@@ -48,6 +49,7 @@ class Llamalith(Flask):
     readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
     estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
     key_cache: KeyCache  # API keys checked a moment ago
+    request_counts: RequestCounts  # HTTP requests not yet counted in Redis
     models: ModelCache  # the worker's warm models
     worker_name: str  # host:tag:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue

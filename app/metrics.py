@@ -1,10 +1,12 @@
 """GET /metrics in Prometheus's text format. Everything is read at scrape time from what all processes share: the
 jobs come from the database, and the counters the processes keep (HTTP requests, KV-state restores) from Redis.
 So any web process answers the same, however many web processes, threads and workers (on however many machines)
-there are, and nothing is lost when a process restarts. With METRICS_TOKEN set, a scrape must send it as a
-bearer token."""
+there are, and nothing is lost when a process restarts. A web process adds its HTTP request counts to Redis once a
+second (`RequestCounts`) rather than once per request, so another process's scrape sees them up to a second late.
+With METRICS_TOKEN set, a scrape must send it as a bearer token."""
 
 import hmac
+import threading
 from collections import Counter
 
 from flask import Flask, Response, request
@@ -27,15 +29,55 @@ DURATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)  # seconds
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+FLUSH_SECONDS = 1.0  # how long a web process keeps its request counts before adding them to Redis
+
+
+class RequestCounts:
+    """This process's HTTP requests not yet in Redis. A round trip to Redis per request was a sixth of a poll's
+    time (docs/benchmarks.md); now the first request after a flush starts a timer, and the counts gathered until
+    it fires go to Redis in one pipeline. Counts Redis refused are kept for the next flush; a process killed
+    loses at most its last second (a graceful stop flushes, wsgi.py)."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._pending: Counter[str] = Counter()
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def add(self, field: str) -> None:
+        with self._lock:
+            self._pending[field] += 1
+            if self._timer is None:
+                self._timer = threading.Timer(FLUSH_SECONDS, self.flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            if self._timer is not None:
+                self._timer.cancel()  # a scrape's flush: the timer's would find nothing
+                self._timer = None
+        if not pending:
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for field, count in pending.items():
+                pipe.hincrby(HTTP_KEY, field, count)
+            pipe.execute()
+        except RedisError:
+            with self._lock:
+                self._pending.update(pending)  # counting must never fail a request: the next flush tries again
+
+
 def init_app(app: Flask) -> None:
+    app.request_counts = RequestCounts(app.redis)
+
     @app.after_request
     def count_request(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         method = request.method if request.method in METHODS else "other"
-        try:
-            current().redis.hincrby(HTTP_KEY, f"{method} {route} {response.status_code}", 1)
-        except RedisError:
-            pass  # counting must never fail a request
+        current().request_counts.add(f"{method} {route} {response.status_code}")
         return response
 
     app.add_url_rule(app.settings.base_path + "/metrics", "metrics", scrape)
@@ -54,6 +96,7 @@ def scrape() -> Response:
     scheme, _, sent = request.headers.get("Authorization", "").strip().partition(" ")
     if token and not (scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode())):
         raise APIError(401, "unauthorized", "send METRICS_TOKEN as 'Authorization: Bearer <token>'")
+    current().request_counts.flush()  # this process's own requests are counted up to this one
     registry = CollectorRegistry()
     registry.register(_Collector())
     try:
