@@ -9,16 +9,17 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from flask import g, request
-from sqlalchemy import func, select, update
+from flask import Flask, g, request
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from app import limits
 from app.errors import APIError
 from app.extensions import current, db
-from app.key_cache import CheckedKey
+from app.key_cache import KeyCache
 from app.models import ApiKey, Job, JobStatus, User, utcnow
 from app.streams import SlotCaps
 
@@ -61,6 +62,65 @@ def check_key_room(user_id: int) -> None:
         db.session.rollback()  # gives the lock back at once
         raise TooManyKeys(f"this user already has {limit} API keys, the most allowed (MAX_KEYS_PER_USER); revoke "
                           "one they no longer use first")
+
+
+@dataclass(frozen=True)
+class CheckedKey:
+    """What a request needs of its API key (`g.api_key`): plain values, shared through the cache by the threads
+    that use the key, so none of them can lazy-load or write through another's session."""
+
+    id: int
+    user_id: int
+    interactive: bool
+    rate_limit: str | None
+    webhook_secret: str | None
+    last_used_at: datetime | None
+
+    @property
+    def user(self) -> User:
+        return db.session.get(User, self.user_id)
+
+
+def init_app(app: Flask) -> None:
+    app.key_cache = KeyCache(_checked_key)
+
+
+def _checked_key(wanted: str) -> CheckedKey | None:
+    """The key with the digest `wanted`, in one statement, if it exists and its user is not disabled."""
+    row = db.session.execute(
+        select(ApiKey.key_hash, ApiKey.id, ApiKey.user_id, ApiKey.interactive, ApiKey.rate_limit,
+               ApiKey.webhook_secret, ApiKey.last_used_at)
+        .join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == wanted, User.disabled.is_(False))
+    ).one_or_none()
+    if row is None or not hmac.compare_digest(row.key_hash, wanted):
+        return None
+    return CheckedKey(*row[1:])
+
+
+# This process's own changes to keys and users (revoke, disable, a changed limit), made through the ORM by the UI
+# and the CLI, mark their session; its commit then empties the cache. Core statements (a key's last use, the no-op
+# UPDATEs that take row locks) change nothing a check depends on and do not count.
+CHANGED = "llamalith.keys_changed"
+
+
+@event.listens_for(ApiKey, "after_update")
+@event.listens_for(ApiKey, "after_delete")
+@event.listens_for(User, "after_update")
+@event.listens_for(User, "after_delete")
+def _mark(_mapper, _connection, target) -> None:
+    if session := Session.object_session(target):
+        session.info[CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget(session: Session) -> None:
+    if session.info.pop(CHANGED, False):
+        current().key_cache.forget_all()
+
+
+@event.listens_for(Session, "after_rollback")
+def _unmark(session: Session) -> None:
+    session.info.pop(CHANGED, None)
 
 
 def presented_key() -> str | None:

@@ -2,11 +2,10 @@
 jobs come from the database, and the counters the processes keep (HTTP requests, KV-state restores) from Redis.
 So any web process answers the same, however many web processes, threads and workers (on however many machines)
 there are, and nothing is lost when a process restarts. A web process adds its HTTP request counts to Redis once a
-second (`RequestCounts`) rather than once per request, so another process's scrape sees them up to a second late.
+second (app/request_counts.py) rather than once per request, so another process's scrape sees them up to a second late.
 With METRICS_TOKEN set, a scrape must send it as a bearer token."""
 
 import hmac
-import threading
 from collections import Counter
 
 from flask import Flask, Response, request
@@ -19,55 +18,14 @@ from app import progress
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import Job, JobStatus
+from app.request_counts import HTTP_KEY, RequestCounts
 
-HTTP_KEY = "llamalith:metrics:http"  # hash: "method route status" -> requests
 # A client may send any method name and any path: each would make a series of its own forever, so the methods
 # outside this list count as "other", and paths no route matches as "unmatched".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RESTORES_KEY = "llamalith:metrics:kv_restores"  # hash: model -> prompts started from a kept KV state
 DURATION_BUCKETS = (0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)  # seconds
 FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-
-
-FLUSH_SECONDS = 1.0  # how long a web process keeps its request counts before adding them to Redis
-
-
-class RequestCounts:
-    """This process's HTTP requests not yet in Redis. A round trip to Redis per request was a sixth of a poll's
-    time (docs/benchmarks.md); now the first request after a flush starts a timer, and the counts gathered until
-    it fires go to Redis in one pipeline. Counts Redis refused are kept for the next flush; a process killed
-    loses at most its last second (a graceful stop flushes, wsgi.py)."""
-
-    def __init__(self, redis: Redis):
-        self.redis = redis
-        self._pending: Counter[str] = Counter()
-        self._timer: threading.Timer | None = None
-        self._lock = threading.Lock()
-
-    def add(self, field: str) -> None:
-        with self._lock:
-            self._pending[field] += 1
-            if self._timer is None:
-                self._timer = threading.Timer(FLUSH_SECONDS, self.flush)
-                self._timer.daemon = True
-                self._timer.start()
-
-    def flush(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, Counter()
-            if self._timer is not None:
-                self._timer.cancel()  # a scrape's flush: the timer's would find nothing
-                self._timer = None
-        if not pending:
-            return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for field, count in pending.items():
-                pipe.hincrby(HTTP_KEY, field, count)
-            pipe.execute()
-        except RedisError:
-            with self._lock:
-                self._pending.update(pending)  # counting must never fail a request: the next flush tries again
 
 
 def init_app(app: Flask) -> None:
