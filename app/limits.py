@@ -1,7 +1,7 @@
 """Rate limits, counted in Redis through the `limits` library's storage: requests per API key, failed API
-authentications per address, sign-in attempts per name and per address. Each count is one atomic hit, so concurrent requests can
-never all slip under a limit. If Redis is unreachable, requests are let through (and the log says so): nothing
-works without Redis anyway, and locking everyone out while it restarts would be worse."""
+authentications per address, sign-in attempts per name and per address. Each count is one atomic hit, so concurrent
+requests can never all slip under a limit. If Redis is unreachable, requests are let through (and the log says so):
+nothing works without Redis anyway, and locking everyone out while it restarts would be worse."""
 
 import logging
 import math

@@ -2,8 +2,8 @@
 jobs come from the database, and the counters the processes keep (HTTP requests, KV-state restores) from Redis.
 So any web process answers the same, however many web processes, threads and workers (on however many machines)
 there are, and nothing is lost when a process restarts. A web process adds its HTTP request counts to Redis once a
-second (app/request_counts.py) rather than once per request, so another process's scrape sees them up to a second late.
-With METRICS_TOKEN set, a scrape must send it as a bearer token."""
+second (app/request_counts.py) rather than once per request, so another process's scrape sees them up to a second
+late. With METRICS_TOKEN set, a scrape must send it as a bearer token."""
 
 import hmac
 from collections import Counter
