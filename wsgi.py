@@ -47,6 +47,7 @@ def main() -> None:
     while _serving(sockets, HTTPChannel) and time.monotonic() < deadline:
         wasyncore.loop(timeout=0.1, use_poll=use_poll, map=sockets, count=1)
     server.task_dispatcher.shutdown(timeout=1)
+    app.request_counts.flush()
     print("Llamalith web stopped", flush=True)
 
 

@@ -10,9 +10,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.routing import IntegerConverter
 
-from app import cors, logs, openapi, security
-from app.extensions import Llamalith, csrf, db, limiter, login_manager, migrate
-from app.limits import storage_uri
+from app import cors, keys, limits, logs, openapi, security
+from app.extensions import Llamalith, csrf, db, login_manager, migrate
 from app.llm import ModelCache
 from app.streams import Slots
 
@@ -43,8 +42,6 @@ def create_app(settings: Settings | None = None) -> Llamalith:
         SESSION_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SAMESITE="Lax",
         WTF_CSRF_TIME_LIMIT=None,
-        RATELIMIT_STORAGE_URI=storage_uri(settings.redis_address),
-        RATELIMIT_KEY_PREFIX="llamalith",
     )
     logs.configure(settings.log_format)
     logs.init_app(app)
@@ -85,7 +82,8 @@ def register_extensions(app: Llamalith, settings: Settings) -> None:
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"), render_as_batch=True)
     login_manager.init_app(app)
     csrf.init_app(app)
-    limiter.init_app(app)
+    limits.init_app(app)
+    keys.init_app(app)
     app.redis = Redis.from_url(settings.redis_address, health_check_interval=30)
     # Vocabulary-only models, loaded on first use, to refuse inputs that cannot fit a model's context.
     app.tokenizers = ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)

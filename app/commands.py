@@ -57,7 +57,7 @@ def list_keys() -> None:
                               f"last used {used}", *extras]))
 
 
-@keys.command("revoke", help="Delete a key; requests using it get 401 at once.")
+@keys.command("revoke", help="Delete a key; requests using it get 401 within 2 s (web processes remember keys).")
 @click.argument("name")
 def revoke_key(name: str) -> None:
     key = db.session.scalar(select(ApiKey).where(ApiKey.name == name))

@@ -7,7 +7,6 @@ import threading
 from typing import TYPE_CHECKING, cast
 
 from flask import Flask, current_app
-from flask_limiter import Limiter
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -17,9 +16,12 @@ from sqlalchemy.orm import DeclarativeBase
 from app.strict_json import StrictJSONProvider
 
 if TYPE_CHECKING:
+    from limits.strategies import FixedWindowRateLimiter
     from redis import Redis
 
+    from app.key_cache import KeyCache
     from app.llm import ModelCache
+    from app.request_counts import RequestCounts
     from app.streams import Slots
     from config import Settings
 
@@ -32,8 +34,6 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-# Used through app/limits.py, with explicit identities (a key, a name, an address), not per-route decorators.
-limiter = Limiter(key_func=lambda: "", strategy="fixed-window")
 
 
 class Llamalith(Flask):
@@ -46,6 +46,9 @@ class Llamalith(Flask):
     tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it
     readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
     estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
+    key_cache: KeyCache  # API keys checked a moment ago
+    request_counts: RequestCounts  # HTTP requests not yet counted in Redis
+    rate_limiter: FixedWindowRateLimiter  # app/limits.py's counts, in Redis
     models: ModelCache  # the worker's warm models
     worker_name: str  # host:tag:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue

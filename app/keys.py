@@ -1,21 +1,25 @@
 """API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
 nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
-`authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one); each turns a
-`KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
+`authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one), through the process's
+cache of checked keys (app/key_cache.py: a key revoked elsewhere is refused within KEY_CACHE_SECONDS); each face
+turns a `KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
 on jobs; a user has at most MAX_KEYS_PER_USER keys. `usage` is what the keys did, per day."""
 
 import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
-from flask import g, request
-from sqlalchemy import func, select, update
+from flask import Flask, g, request
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from app import limits
 from app.errors import APIError
 from app.extensions import current, db
+from app.key_cache import KeyCache
 from app.models import ApiKey, Job, JobStatus, User, utcnow
 from app.streams import SlotCaps
 
@@ -60,6 +64,65 @@ def check_key_room(user_id: int) -> None:
                           "one they no longer use first")
 
 
+@dataclass(frozen=True)
+class CheckedKey:
+    """What a request needs of its API key (`g.api_key`): plain values, shared through the cache by the threads
+    that use the key, so none of them can lazy-load or write through another's session."""
+
+    id: int
+    user_id: int
+    interactive: bool
+    rate_limit: str | None
+    webhook_secret: str | None
+    last_used_at: datetime | None
+
+    @property
+    def user(self) -> User:
+        return db.session.get(User, self.user_id)
+
+
+def init_app(app: Flask) -> None:
+    app.key_cache = KeyCache(_checked_key)
+
+
+def _checked_key(wanted: str) -> CheckedKey | None:
+    """The key with the digest `wanted`, in one statement, if it exists and its user is not disabled."""
+    row = db.session.execute(
+        select(ApiKey.key_hash, ApiKey.id, ApiKey.user_id, ApiKey.interactive, ApiKey.rate_limit,
+               ApiKey.webhook_secret, ApiKey.last_used_at)
+        .join(User, User.id == ApiKey.user_id).where(ApiKey.key_hash == wanted, User.disabled.is_(False))
+    ).one_or_none()
+    if row is None or not hmac.compare_digest(row.key_hash, wanted):
+        return None
+    return CheckedKey(*row[1:])
+
+
+# This process's own changes to keys and users (revoke, disable, a changed limit), made through the ORM by the UI
+# and the CLI, mark their session; its commit then empties the cache. Core statements (a key's last use, the no-op
+# UPDATEs that take row locks) change nothing a check depends on and do not count.
+CHANGED = "llamalith.keys_changed"
+
+
+@event.listens_for(ApiKey, "after_update")
+@event.listens_for(ApiKey, "after_delete")
+@event.listens_for(User, "after_update")
+@event.listens_for(User, "after_delete")
+def _mark(_mapper, _connection, target) -> None:
+    if session := Session.object_session(target):
+        session.info[CHANGED] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _forget(session: Session) -> None:
+    if session.info.pop(CHANGED, False):
+        current().key_cache.forget_all()
+
+
+@event.listens_for(Session, "after_rollback")
+def _unmark(session: Session) -> None:
+    session.info.pop(CHANGED, None)
+
+
 def presented_key() -> str | None:
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
@@ -68,7 +131,8 @@ def presented_key() -> str | None:
 
 
 def valid_key(key: str | None) -> ApiKey | None:
-    """The key's row, if the key exists and its user may use it."""
+    """The key's row, if the key exists and its user may use it, from the database itself: open streams ask every
+    few seconds, and end as soon as the key is revoked in any process."""
     if not key:
         return None
     wanted = digest(key)
@@ -79,8 +143,8 @@ def valid_key(key: str | None) -> ApiKey | None:
 
 
 def require_key(unauthorized_code: str = "unauthorized") -> None:
-    """The before-request check of every API face: `g.api_key`, or a 401/429 in the face's error format
-    (`unauthorized_code` is the code of a 401: OpenAI's clients expect "invalid_api_key")."""
+    """The before-request check of every API face: `g.api_key` (a `CheckedKey`), or a 401/429 in the face's error
+    format (`unauthorized_code` is the code of a 401: OpenAI's clients expect "invalid_api_key")."""
     try:
         g.api_key = authenticate()
     except KeyRefused as refused:
@@ -101,10 +165,12 @@ def take_reader_slot(advice: str) -> Callable[[], None]:
     return give_back
 
 
-def authenticate() -> ApiKey:
+def authenticate() -> CheckedKey:
     """The request's key, counted against its rate limit; wrong keys are counted per address."""
+    presented = presented_key()
+    wanted = digest(presented) if presented else None
     try:
-        api_key = valid_key(presented_key())
+        api_key = current().key_cache.get(wanted) if wanted else None
         if api_key is None:  # a valid key is never refused for others' failures from the same address
             limits.take(limits.auth_failures_per_address(), "api-auth-failures", request.remote_addr or "unknown")
             raise KeyRefused(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>' "
@@ -115,8 +181,10 @@ def authenticate() -> ApiKey:
         raise KeyRefused(429, "rate_limited", f"too many requests; retry in {limited.retry_after} s",
                          limited.retry_after) from None
     if api_key.last_used_at is None or api_key.last_used_at < utcnow() - timedelta(minutes=1):
-        api_key.last_used_at = utcnow()
+        api_key = replace(api_key, last_used_at=utcnow())
+        db.session.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_used_at=api_key.last_used_at))
         db.session.commit()
+        current().key_cache.remember(wanted, api_key)
     return api_key
 
 

@@ -1,8 +1,9 @@
 """GET /metrics in Prometheus's text format. Everything is read at scrape time from what all processes share: the
 jobs come from the database, and the counters the processes keep (HTTP requests, KV-state restores) from Redis.
 So any web process answers the same, however many web processes, threads and workers (on however many machines)
-there are, and nothing is lost when a process restarts. With METRICS_TOKEN set, a scrape must send it as a
-bearer token."""
+there are, and nothing is lost when a process restarts. A web process adds its HTTP request counts to Redis once a
+second (app/request_counts.py) rather than once per request, so another process's scrape sees them up to a second
+late. With METRICS_TOKEN set, a scrape must send it as a bearer token."""
 
 import hmac
 from collections import Counter
@@ -17,8 +18,8 @@ from app import progress
 from app.errors import APIError
 from app.extensions import current, db
 from app.models import Job, JobStatus
+from app.request_counts import HTTP_KEY, RequestCounts
 
-HTTP_KEY = "llamalith:metrics:http"  # hash: "method route status" -> requests
 # A client may send any method name and any path: each would make a series of its own forever, so the methods
 # outside this list count as "other", and paths no route matches as "unmatched".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -28,14 +29,13 @@ FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 def init_app(app: Flask) -> None:
+    app.request_counts = RequestCounts(app.redis)
+
     @app.after_request
     def count_request(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         method = request.method if request.method in METHODS else "other"
-        try:
-            current().redis.hincrby(HTTP_KEY, f"{method} {route} {response.status_code}", 1)
-        except RedisError:
-            pass  # counting must never fail a request
+        current().request_counts.add(f"{method} {route} {response.status_code}")
         return response
 
     app.add_url_rule(app.settings.base_path + "/metrics", "metrics", scrape)
@@ -54,6 +54,7 @@ def scrape() -> Response:
     scheme, _, sent = request.headers.get("Authorization", "").strip().partition(" ")
     if token and not (scheme.lower() == "bearer" and hmac.compare_digest(sent.strip().encode(), token.encode())):
         raise APIError(401, "unauthorized", "send METRICS_TOKEN as 'Authorization: Bearer <token>'")
+    current().request_counts.flush()  # this process's own requests are counted up to this one
     registry = CollectorRegistry()
     registry.register(_Collector())
     try:

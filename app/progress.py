@@ -4,23 +4,22 @@ the text generated so far, and how many live workers serve its model."""
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis import RedisError
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, case, func, or_, select
 
 from app import affinity, streams
 from app.extensions import current, db
 from app.models import Job, JobStatus, Priority, utcnow
 
-_OTHER = aliased(Job)  # another job, in correlated subqueries; made once: an alias costs more than its query
 
-
-def queue_rank(job=Job) -> ColumnElement[int]:
+def queue_rank(job=Job, aged: datetime | BindParameter | None = None) -> ColumnElement[int]:
     """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING; a batch's lines never
-    age: they are overnight work, shared fairly among keys instead), else 1."""
-    aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
+    age: they are overnight work, shared fairly among keys instead), else 1. Work made before `aged` has waited
+    (now minus BATCH_AGING unless given: a bound parameter, in a statement built once)."""
+    if aged is None:
+        aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
     return case((or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None))),
                  0), else_=1)
 
@@ -52,20 +51,33 @@ def of(jobs: Iterable[Job]) -> dict[int, Progress]:
     return found
 
 
-def _positions(job_ids: list[int]) -> dict[int, int]:
+def _positions_statement() -> Select:
     """Each queued job's place on its model: interactive (and aged batch) work first, then by age. Counted, not
-    sorted: the (model, status) index walks only the model's queued jobs, however many others there are."""
+    sorted: the (model, status) index walks only the model's queued jobs, however many others there are.
+
+    Built once, in Core: every poll asks, and building the ORM form of this statement (then its cache key) took
+    five times as long as running it (docs/benchmarks.md, the web tier)."""
+    jobs, other = Job.__table__, Job.__table__.alias("other")
+    aged = bindparam("aged")
+    mine, theirs = queue_rank(jobs.c, aged), queue_rank(other.c, aged)
+    # Held batch lines are not in the queue yet: they count only ahead of their own key's later lines.
+    in_line = or_(other.c.held.is_(False), and_(jobs.c.held.is_(True), other.c.api_key_id == jobs.c.api_key_id))
+    ahead = (select(func.count()).select_from(other)
+             .where(other.c.model == jobs.c.model, other.c.status == JobStatus.QUEUED.value, in_line,
+                    or_(theirs < mine, and_(theirs == mine, other.c.id < jobs.c.id)))
+             .scalar_subquery())
+    return select(jobs.c.id, ahead + 1).where(jobs.c.id.in_(bindparam("ids", expanding=True)),
+                                              jobs.c.status == JobStatus.QUEUED.value)
+
+
+_POSITIONS = _positions_statement()
+
+
+def _positions(job_ids: list[int]) -> dict[int, int]:
     if not job_ids:
         return {}
-    mine, theirs = queue_rank(), queue_rank(_OTHER)
-    # Held batch lines are not in the queue yet: they count only ahead of their own key's later lines.
-    in_line = or_(_OTHER.held.is_(False), and_(Job.held.is_(True), _OTHER.api_key_id == Job.api_key_id))
-    ahead = (select(func.count()).select_from(_OTHER)
-             .where(_OTHER.model == Job.model, _OTHER.status == JobStatus.QUEUED.value, in_line,
-                    or_(theirs < mine, and_(theirs == mine, _OTHER.id < Job.id)))
-             .scalar_subquery())
-    return dict(db.session.execute(select(Job.id, ahead + 1)
-                                   .where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED.value)).all())
+    aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
+    return dict(db.session.connection().execute(_POSITIONS, {"aged": aged, "ids": job_ids}).all())
 
 
 ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second

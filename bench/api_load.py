@@ -15,8 +15,9 @@ Three loads, each --connections keep-alive connections sending back to back for 
 - poll: `GET /api/jobs/{id}`, cycling over every job submitted so far (with no worker, all of them queued).
 
 The client shares the 2 cores with the server, so it keeps itself cheap (bench/load.py) and still takes some of
-the CPU the server could use, the bare app's most. Targets (issue 10): poll >= 0.5x and submit >= 0.25x the bare
-ceiling's req/s, p99 <= 50 ms. Record results in docs/benchmarks.md.
+the CPU the server could use, the bare app's most. Targets (issue 19, item 8): poll >= 0.25x and submit >= 0.12x
+the bare ceiling's req/s, poll p99 <= 80 ms (issue 10 asked for 0.5x, 0.25x and 50 ms; the submit's p99 target
+stays 50 ms). Record results in docs/benchmarks.md.
 """
 
 import argparse
@@ -37,7 +38,7 @@ from bench.summary import summary  # noqa: E402
 from tests.stack import free_port, wait_for  # noqa: E402
 
 SUBMIT = json.dumps({"user_input": "Write a haiku about llamas."}).encode()
-POLL_RATIO, SUBMIT_RATIO, P99_MS = 0.5, 0.25, 50.0
+POLL_RATIO, SUBMIT_RATIO, POLL_P99_MS, SUBMIT_P99_MS = 0.25, 0.12, 80.0, 50.0
 
 
 def serve_bare(port: int, threads: int, job: str) -> None:
@@ -92,11 +93,12 @@ def report(bare: Load, submit: Load, poll: Load, queued: int, connections: int) 
     print(submit.row("POST /api/submit"))
     print(poll.row("GET /api/jobs/{id}"))
     print(f"poll / bare: {poll.rate / bare.rate:.2f} (target >= {POLL_RATIO})   "
-          f"submit / bare: {submit.rate / bare.rate:.2f} (target >= {SUBMIT_RATIO})   p99 target <= {P99_MS:.0f} ms")
+          f"submit / bare: {submit.rate / bare.rate:.2f} (target >= {SUBMIT_RATIO})   "
+          f"p99 targets: poll <= {POLL_P99_MS:.0f} ms, submit <= {SUBMIT_P99_MS:.0f} ms")
     summary("poll req/s", poll.rate, bare.rate, f">= {POLL_RATIO}")
     summary("submit req/s", submit.rate, bare.rate, f">= {SUBMIT_RATIO}")
-    summary("poll p99 ms", poll.p99_ms, bare.p99_ms, f"<= {P99_MS:.0f} ms", poll.p99_ms)
-    summary("submit p99 ms", submit.p99_ms, bare.p99_ms, f"<= {P99_MS:.0f} ms", submit.p99_ms)
+    summary("poll p99 ms", poll.p99_ms, bare.p99_ms, f"<= {POLL_P99_MS:.0f} ms", poll.p99_ms)
+    summary("submit p99 ms", submit.p99_ms, bare.p99_ms, f"<= {SUBMIT_P99_MS:.0f} ms", submit.p99_ms)
 
 
 def main() -> None:

@@ -2,12 +2,13 @@
 
 import json
 import re
+import time
 
 import requests
 from flask_migrate import upgrade
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import create_app
+from app import create_app, request_counts
 from config import ROOT, load_settings
 
 
@@ -80,3 +81,12 @@ def test_the_grafana_dashboard_asks_only_for_metrics_that_exist(client):
     asked = {name for panel in dashboard["panels"] for target in panel["targets"]
              for name in re.findall(r"llamalith_[a-z_]+", target["expr"])}
     assert asked and asked <= exposed
+
+
+def test_a_process_adds_its_request_counts_to_redis_within_a_second(app, client):
+    """Every process's scrape reads the counts from Redis; each web process adds its own there once a second."""
+    client.get("/chat/healthz")
+    deadline = time.monotonic() + request_counts.FLUSH_SECONDS + 1
+    while not app.redis.hget(request_counts.HTTP_KEY, "GET /chat/healthz 200"):
+        assert time.monotonic() < deadline, "not counted in Redis"
+        time.sleep(0.05)
