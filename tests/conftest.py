@@ -213,6 +213,7 @@ def app(settings):
     app.test_client_class = Client
     with app.app_context():
         yield app
+        app.request_counts.flush()  # now, not by its timer during the next test (whose Redis it would count in)
         db.session.remove()
         db.engine.dispose()
 
