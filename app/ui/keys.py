@@ -25,6 +25,14 @@ def render_keys(created: tuple[str, str] | None = None, key_form: KeyForm | None
                            ), status
 
 
+def _name_taken(model: type[ApiKey | User], form: KeyForm | UserForm, what: str) -> bool:
+    """Whether a `model` row has the form's name already; if so, the form says so."""
+    if db.session.scalar(select(model).where(model.name == form.name.data)) is None:
+        return False
+    form.name.errors.append(f"A {what} with this name exists already.")
+    return True
+
+
 @bp.get("/keys")
 def keys_page():
     return render_keys()
@@ -33,10 +41,7 @@ def keys_page():
 @bp.post("/keys")
 def create_api_key():
     form = KeyForm(prefix="key")
-    if not form.validate():
-        return render_keys(key_form=form, status=422)
-    if db.session.scalar(select(ApiKey).where(ApiKey.name == form.name.data)):
-        form.name.errors.append("A key with this name exists already.")
+    if not form.validate() or _name_taken(ApiKey, form, "key"):
         return render_keys(key_form=form, status=422)
     try:
         key = create_key(form.name.data, current_user.id)
@@ -63,10 +68,7 @@ def create_user():
     if not current_user.is_admin:
         abort(404)
     form = UserForm(prefix="user")
-    if not form.validate():
-        return render_keys(user_form=form, status=422)
-    if db.session.scalar(select(User).where(User.name == form.name.data)):
-        form.name.errors.append("A user with this name exists already.")
+    if not form.validate() or _name_taken(User, form, "user"):
         return render_keys(user_form=form, status=422)
     user = User(name=form.name.data, is_admin=form.is_admin.data)
     user.set_password(form.password.data)

@@ -47,3 +47,13 @@ def test_an_admin_sees_every_key_and_manages_users(browser):
     assert browser.post(f"/chat/users/{bob.id}/disable", data={"csrf_token": token}).status_code == 303
     db.session.expire_all()
     assert db.session.get(User, bob.id).disabled
+
+
+def test_a_name_in_use_is_refused_on_the_form(browser):
+    add_user("root", password="a long password", is_admin=True)
+    create_key("n8n", add_user("bob").id)  # key names are unique across users
+    browser.login("root", "a long password")
+    token = browser.csrf_token("/chat/keys")
+    for form, what in (({"key-name": "n8n"}, "key"), ({"user-name": "bob", "user-password": "a long password"}, "user")):
+        answer = browser.post("/chat/keys" if what == "key" else "/chat/users", data={**form, "csrf_token": token})
+        assert answer.status_code == 422 and f"A {what} with this name exists already." in answer.text
