@@ -1,22 +1,54 @@
-"""The job as the JSON API, its Server-Sent Events and webhooks show it."""
+"""The job as the JSON API, its Server-Sent Events and webhooks show it, and a poll's read of one job for it."""
 
 from datetime import timedelta
 
+from sqlalchemy import Row, bindparam, select
+
 from app import progress
-from app.models import Job, JobStatus, iso
+from app.extensions import db
+from app.models import Conversation, Job, JobStatus, PromptTemplate, iso, template_ref
 
 
 def job_json(job: Job, known: progress.Progress | None = None) -> dict:
     """The job as the JSON API and webhooks show it; `known` comes from `progress.of` when many are shown at once."""
+    template = job.prompt_template.ref if job.prompt_template else None
+    return _shown(job, job.conversation.session_id, template, known)
+
+
+# What `_shown` reads of a job: the names of both a Job's attributes and the columns of `_OWNED`'s row.
+_SHOWN = ("id", "user_input", "model", "system_prompt", "prompt_variables", "params", "status", "result", "error",
+          "error_code", "priority", "attempts", "request_id", "created_at", "started_at", "processed_at",
+          "prompt_tokens", "completion_tokens", "first_token_ms", "callback_url", "callback_status",
+          "callback_attempts", "callback_last_status", "callback_error")
+# Built once, in Core: a poll asks for one job many times a second, and loading it as an ORM object (with its
+# conversation joined) cost a third of a poll, twice what this costs (docs/benchmarks.md, the web tier).
+_JOBS, _CONVERSATIONS, _TEMPLATES = Job.__table__, Conversation.__table__, PromptTemplate.__table__
+_OWNED = (select(*(_JOBS.c[name] for name in _SHOWN), _CONVERSATIONS.c.session_id,
+                 _TEMPLATES.c.name.label("template_name"), _TEMPLATES.c.version.label("template_version"))
+          .join_from(_JOBS, _CONVERSATIONS, _JOBS.c.conversation_id == _CONVERSATIONS.c.id)
+          .outerjoin(_TEMPLATES, _JOBS.c.prompt_template_id == _TEMPLATES.c.id)
+          .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.user_id == bindparam("owner")))
+
+
+def owned_job_json(job_id: int, owner: int) -> dict | None:
+    """`job_json` of the owner's job `job_id`, read in one statement; None if the owner has no such job."""
+    row = db.session.connection().execute(_OWNED, {"job_id": job_id, "owner": owner}).one_or_none()
+    if row is None:
+        return None
+    template = template_ref(row.template_name, row.template_version) if row.template_name is not None else None
+    return _shown(row, row.session_id, template, None)
+
+
+def _shown(job: Job | Row, session_id: str, template: str | None, known: progress.Progress | None) -> dict:
     seen = known or progress.of([job])[job.id]
-    finished = job.finished
+    finished = JobStatus(job.status).finished
     return {
         "id": job.id,
-        "conversation_id": job.conversation.session_id,
+        "conversation_id": session_id,
         "user_input": job.user_input,
         "model": job.model,
         "system_prompt": job.system_prompt,
-        "prompt_template": job.prompt_template.ref if job.prompt_template else None,
+        "prompt_template": template,
         "variables": job.prompt_variables,
         "params": job.params,
         "status": job.status,

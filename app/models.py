@@ -208,6 +208,11 @@ class Job(db.Model):
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]{0,63})\s*\}\}")
 
 
+def template_ref(name: str, version: int) -> str:
+    """How answers name a template's version (a job's JSON reads it without loading the template)."""
+    return f"{name}@{version}"
+
+
 class PromptTemplate(db.Model):
     """One version of a user's named system prompt. An edit adds the next version; no row is ever changed, so a
     job's `prompt_template_id` keeps pointing at the exact text it was rendered from."""
@@ -223,7 +228,7 @@ class PromptTemplate(db.Model):
 
     @property
     def ref(self) -> str:
-        return f"{self.name}@{self.version}"
+        return template_ref(self.name, self.version)
 
     @property
     def variables(self) -> list[str]:

@@ -5,7 +5,7 @@ object, a message on the form). The one path that applies these rules for every 
 import re
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from app import webhooks
 from app.extensions import current, db
@@ -39,16 +39,23 @@ def claim_queue_room(api_key_id: int) -> None:
     write lock (SQLite), held until the commit, so submits with one key, from any thread or web process, count
     one after another. Counting rows, rather than keeping a counter, means nothing has to be given back when a
     job starts, is cancelled or is reconciled: the count cannot drift."""
-    own_limit = db.session.execute(update(ApiKey).where(ApiKey.id == api_key_id)
-                                   .values(max_queued=ApiKey.max_queued).returning(ApiKey.max_queued)
-                                   .execution_options(synchronize_session=False)).scalar_one()
+    connection = db.session.connection()
+    own_limit = connection.execute(_LOCK_KEY, {"api_key_id": api_key_id}).scalar_one()
     limit = own_limit or current().settings.max_queued_per_key
-    waiting = db.session.scalar(select(func.count()).select_from(Job).where(
-        Job.api_key_id == api_key_id, Job.status == JobStatus.QUEUED.value, Job.batch_id.is_(None)))
+    waiting = connection.scalar(_WAITING, {"api_key_id": api_key_id})
     if waiting >= limit:
         db.session.rollback()  # gives the lock back at once
         raise Refused("too_many_queued", f"this key already has {waiting} jobs waiting (its limit is {limit}); "
                                          "submit more when some have started", status=429)
+
+
+_KEYS, _JOBS = ApiKey.__table__, Job.__table__
+# Built once, in Core, as app/progress.py's positions: every submit runs both, and building them cost more than
+# running them.
+_LOCK_KEY = (update(_KEYS).where(_KEYS.c.id == bindparam("api_key_id")).values(max_queued=_KEYS.c.max_queued)
+             .returning(_KEYS.c.max_queued))
+_WAITING = select(func.count()).select_from(_JOBS).where(
+    _JOBS.c.api_key_id == bindparam("api_key_id"), _JOBS.c.status == JobStatus.QUEUED.value, _JOBS.c.batch_id.is_(None))
 
 
 def valid_session_id(value: str) -> bool:

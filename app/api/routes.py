@@ -16,8 +16,12 @@ def get_job(job_id: int) -> Job:
     """The key's user's job; another user's is as unknown as one that does not exist."""
     job = db.session.get(Job, job_id)
     if job is None or job.user_id != g.api_key.user_id:
-        raise APIError(404, "not_found", f"no job with id {job_id}")
+        raise unknown_job(job_id)
     return job
+
+
+def unknown_job(job_id: int) -> APIError:
+    return APIError(404, "not_found", f"no job with id {job_id}")
 
 
 def get_conversation(session_id: str) -> Conversation:
@@ -41,12 +45,16 @@ def submit():
     headers = {"Location": url_for("api.job", job_id=job.id)}
     if replayed:  # the job an earlier request with the same Idempotency-Key made
         headers["Idempotent-Replayed"] = "true"
-    return {"job_id": job.id, **job_views.job_json(job)}, 200 if replayed else 202, headers
+    shown = job_views.owned_job_json(job.id, g.api_key.user_id)  # one statement; the job as the commit left it
+    return {"job_id": job.id, **shown}, 200 if replayed else 202, headers
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    return job_views.job_json(get_job(job_id))
+    shown = job_views.owned_job_json(job_id, g.api_key.user_id)  # one statement: polls come many times a second
+    if shown is None:
+        raise unknown_job(job_id)
+    return shown
 
 
 @bp.get("/jobs")

@@ -13,7 +13,7 @@ from redis import RedisError
 from rq import Queue
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from app import affinity
 from app.extensions import current, db
@@ -77,9 +77,17 @@ def _push(queue: Queue, job: Job) -> None:
 
 def _state_holder(job: Job) -> str | None:
     """The worker that ran the conversation's previous turn on the same model: it keeps that turn's KV state."""
-    return db.session.scalar(select(Job.worker).where(Job.conversation_id == job.conversation_id, Job.id < job.id,
-                                                      Job.model == job.model, Job.worker.is_not(None))
-                             .order_by(Job.id.desc()).limit(1))
+    return db.session.connection().scalar(_STATE_HOLDER, {"conversation_id": job.conversation_id, "job_id": job.id,
+                                                          "model": job.model})
+
+
+_JOBS = Job.__table__
+# Built once, in Core, as app/progress.py's positions: every submit asks, and building the statement cost more
+# than running it.
+_STATE_HOLDER = (select(_JOBS.c.worker)
+                 .where(_JOBS.c.conversation_id == bindparam("conversation_id"), _JOBS.c.id < bindparam("job_id"),
+                        _JOBS.c.model == bindparam("model"), _JOBS.c.worker.is_not(None))
+                 .order_by(_JOBS.c.id.desc()).limit(1))
 
 
 def release_lines(api_key_id: int | None) -> int:
