@@ -19,7 +19,7 @@ from sqlalchemy.orm import aliased
 from app import streams, submissions, webhooks
 from app.extensions import current, db
 from app.jobs.queues import enqueue, forget_queued
-from app.jobs.store import add_job, commit_kept, ensure_conversation, one_writer, title
+from app.jobs.store import add_job, commit_keeping, ensure_conversation, one_writer, title
 from app.models import Conversation, Job, JobStatus, Message, Priority, PromptTemplate, utcnow
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
             conversation_id = ensure_conversation(owner, session_id, title(user_input), conversation_id)
             job = add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner,
                           history, **extra)
-            commit_kept()
+            commit_keeping(job)
     except IntegrityError:
         db.session.rollback()
         if idempotency:

@@ -71,8 +71,11 @@ def enqueue(job: Job, priority: str | None = None, worker: str | None = None) ->
 
 
 def _push(queue: Queue, job: Job) -> None:
-    queue.enqueue(ENTRY_POINT, job.id, job_id=rq_id(job.id), job_timeout=current().settings.job_timeout + 60,
-                  result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}")
+    # One pipeline for all of rq's writes: without one, rq sends the queue's registration and the job apart.
+    with queue.connection.pipeline() as pipe:
+        queue.enqueue(ENTRY_POINT, job.id, job_id=rq_id(job.id), job_timeout=current().settings.job_timeout + 60,
+                      result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}", pipeline=pipe)
+        pipe.execute()
 
 
 def _state_holder(job: Job) -> str | None:

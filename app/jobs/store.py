@@ -35,17 +35,21 @@ def in_turn() -> Iterator[None]:
     time.sleep(time.monotonic() - began)
 
 
-def commit_kept() -> None:
-    """Commit without expiring what the session holds: a submit reads its new job right after (to enqueue it), and
-    reloading it, as an expiring commit makes the next read do, was an eighth of a submit (docs/benchmarks.md, the
-    web tier). What it holds are the values just written; what it never loaded (a new row's empty columns, its
-    conversation) still loads on first use."""
+def commit_keeping(kept: object) -> None:
+    """Commit, and expire what the session holds as a commit does, but `kept`: a submit reads its new job right
+    after (to enqueue it, to answer), and reloading it was an eighth of a submit (docs/benchmarks.md, the web tier).
+    What it holds are the values just written; what it never loaded (its empty columns, its conversation) still
+    loads on first use."""
     session = db.session()
     expiring, session.expire_on_commit = session.expire_on_commit, False
     try:
         session.commit()
     finally:
         session.expire_on_commit = expiring
+    if expiring:
+        for held in list(session.identity_map.values()):
+            if held is not kept:
+                session.expire(held)
 
 
 def add_job(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
@@ -56,7 +60,7 @@ def add_job(conversation_id: str, user_input: str, model: str, system_prompt: st
               request_id=logs.request_id.get(), **extra)
     db.session.add(job)
     db.session.flush()
-    db.session.add(Message(conversation_id=conversation_id, role="user", content=user_input, job_id=job.id))
+    insert_messages([{"conversation_id": conversation_id, "role": "user", "content": user_input, "job_id": job.id}])
     return job
 
 
