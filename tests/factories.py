@@ -10,6 +10,7 @@ import bcrypt
 from sqlalchemy import event, select
 
 from app.extensions import db
+from app.jobs.store import title
 from app.models import NO_PASSWORD, Conversation, Job, JobStatus, Message, User
 from config import DEFAULT_MODEL_KEY
 
@@ -45,7 +46,7 @@ def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | 
     """A turn as the worker leaves it (written directly, to reach each state without waiting for one)."""
     job_fields.setdefault("user_id", first_user_id())
     if db.session.get(Conversation, conversation_id) is None:
-        db.session.add(Conversation(id=conversation_id, session_id=conversation_id, title=prompt,
+        db.session.add(Conversation(id=conversation_id, session_id=conversation_id, title=title(prompt),
                                     user_id=job_fields["user_id"]))
     job = Job(conversation_id=conversation_id, user_input=prompt, model=MODEL, status=status.value, **job_fields)
     db.session.add(job)
