@@ -5,7 +5,7 @@ The price is a bounded revocation lag: a key revoked, or its user disabled, by a
 web process) is still taken here for at most KEY_CACHE_SECONDS. The process that commits such a change forgets
 every remembered key at that commit (app/keys.py), so there the key is refused at once. Unknown keys are never
 remembered, so a new key works at once everywhere. Open event streams look their key up in the database every 5 s
-themselves (app/api/events.py), so they end as before."""
+themselves (app/follow.py), so they end as before."""
 
 import threading
 import time
