@@ -42,8 +42,14 @@ $(MODELS): $(VENV)/.installed app/llm/bundled.py
 	$(BIN)/python -m app.llm.bundled instance/models
 	touch $@
 
-$(VENDOR)/htmx.min.js: package.json
+# npm installs package.json's dependencies (htmx, copied into the app) and its devDependencies (axe-core, which the
+# browser tests inject; never served). npm rewrites its hidden lock file only when something changed: touch it.
+NODE_MODULES := node_modules/.package-lock.json
+$(NODE_MODULES): package.json package-lock.json
 	npm install --no-audit --no-fund
+	touch $@
+
+$(VENDOR)/htmx.min.js: $(NODE_MODULES)
 	mkdir -p $(VENDOR)
 	cp node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/
 

@@ -73,8 +73,8 @@ class Settings(BaseSettings):
         "use psycopg 3 (the installed driver); a URL whose driver is not installed stops the process with one line "
         "naming its scheme"))
     models: dict[str, ModelSettings] = setting(env=None, shown_default="the bundled models", description=(
-        "the models, by key: see Models above; `<KEY>_PATH`, `<KEY>_CHAT_FORMAT` and `<KEY>_SYSTEM_PROMPT` set "
-        "a model's fields"))
+        "the models, by key: see Models above; `<KEY>_PATH`, `<KEY>_CHAT_FORMAT`, `<KEY>_SYSTEM_PROMPT`, "
+        "`<KEY>_PARALLEL` and `<KEY>_EMBEDDINGS` set a model's fields"))
     llm_models: list[str] = setting([], env="LLM_MODELS", shown_default="every configured model",
                                     description="offered model keys, comma-separated; the first is the default")
     generation: GenerationParams = setting(
@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         "llama.cpp threads per worker (a model's own `n_threads` wins); with several workers on one machine, give "
         "each cores / workers: llama.cpp threads spin while they wait, so oversubscribed cores make every worker "
         "many times slower"))
+    parallel: int = setting(4, env="LLM_PARALLEL", ge=1, le=64, description=(
+        "jobs a worker runs at once per model, decoded together (continuous batching, docs/batching.md); a model's "
+        "own `parallel` wins. They share the model's `n_ctx` cells and one copy of its weights"))
+    parallel_exact: bool = setting(False, env="LLM_PARALLEL_EXACT", description=(
+        "give each sequence `n_ctx` KV cells of its own and attention without flash attention: fewer greedy "
+        "answers differ from one at a time by rounding, for `parallel` times the KV memory and about a fifth of "
+        "the throughput (docs/batching.md)"))
     max_loaded_models: int = setting(2, env="LLM_MAX_LOADED_MODELS", ge=1,
                                      description="models a worker keeps loaded (LRU)")
     kv_cache_mb: int = setting(256, env="KV_CACHE_MB", ge=0, description=(

@@ -1,8 +1,10 @@
 """The worker: python worker.py [--supervise] [--models A,B | A B ...]  (default: every offered model).
 
 Loads its models once and keeps them warm; runs jobs in-process (rq's SimpleWorker: no fork, so the
-KV cache survives between turns and OpenMP is never forked); keeps its running job's heartbeat and
-reconciles the queue with the database in a background thread, and delivers webhooks in a few others (app/webhooks.py).
+KV cache survives between turns and OpenMP is never forked), several at once: one rq worker per slot, each in a
+thread of its own (the first in the main thread, where signals arrive), all feeding the models' batches
+(app/llm/engine.py, app/worker_slots.py); keeps its running jobs' heartbeats and reconciles the queue with the
+database in a background thread, and delivers webhooks in a few others (app/webhooks.py).
 With --supervise (the Procfile), it runs as a child process that is started again whenever it dies, so one crash
 cannot stop the whole stack, and that ends when its supervisor does.
 """
@@ -21,12 +23,15 @@ import time
 
 from redis import RedisError
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
+from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import select
 
 from app import affinity, batch_lines, batches, create_app, jobs, logs, webhooks
 from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
-from app.models import Job
+from app.models import Job, Priority
+from app.worker_slots import WorkerSlots
 from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
@@ -34,39 +39,68 @@ log = logging.getLogger("llamalith.worker")
 SUPERVISOR = "LLAMALITH_SUPERVISOR"  # the supervisor's pid, in its child's environment
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 ORPHAN_GRACE = 30  # seconds an orphaned worker has for a warm stop before it exits regardless
+PRIORITY_CHECK = 0.25  # seconds between looks for interactive turns waiting while batch lines fill every slot
 
 
 class LlamalithWorker(SimpleWorker):
     """Runs each job inside its own app context, so the job's database session ends with it. Listens on its own
-    queue first (conversation affinity, app/affinity.py) and says whether it is idle."""
+    queue first (conversation affinity, app/affinity.py) and says whether it has a free slot. Outside the main
+    thread it installs no signal handlers, times jobs out with a timer, and sees a stop within a second."""
 
     def __init__(self, models: list[str], app: Llamalith):
+        self.in_main_thread = threading.current_thread() is threading.main_thread()  # rq's __init__ asks already
         own = Queue(affinity.worker_queue(app.worker_name), connection=app.redis)
         # rq's own name stays random: after a Redis outage, a new rq worker starts while the old one's key lives on.
         super().__init__([own, *jobs.worker_queues(models, app.redis)], connection=app.redis)
         self.app = app
         self.stopping = False
+        if not self.in_main_thread:
+            self.death_penalty_class = TimerDeathPenalty
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return super().dequeue_timeout if self.in_main_thread else 1
+
+    def _install_signal_handlers(self):
+        if self.in_main_thread:
+            super()._install_signal_handlers()
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        # rq asks this before each wait for a job (every dequeue_timeout) and never holding one: the one place a
+        # slot outside the main thread can end its loop on a stop without losing a job it took.
+        if not self.in_main_thread and self.app.stopping.is_set():
+            raise StopRequested()
+        return super().should_run_maintenance_tasks
 
     def request_stop(self, signum, frame):
-        # The running job sees this between tokens and goes back to the queue (jobs.run), so a stop is quick.
+        # The running jobs see this between tokens and go back to the queue (jobs.run), so a stop is quick.
         self.app.stopping.set()
         self.stopping = True
         super().request_stop(signum, frame)
 
     def perform_job(self, job, queue, *args, **kwargs):
+        job_id = model_job_id(job.id)
+        batch = queue.name.endswith(":" + Priority.BATCH.value)
+        priority = Priority.BATCH.value if batch else Priority.INTERACTIVE.value
         with self.app.app_context():
-            busy(self.app)
+            if job_id is not None and self.app.worker_slots.take(job_id, priority):
+                busy(self.app)
             try:
                 return super().perform_job(job, queue, *args, **kwargs)
             finally:
-                after_job(self.app, job.id)
+                handed_back = job_id is not None and self.app.worker_slots.leave(job_id)
+                after_job(self.app, job.id, handed_back)
 
 
-def after_job(app: Llamalith, rq_job_id: str) -> None:
+def after_job(app: Llamalith, rq_job_id: str, handed_back: bool = False) -> None:
     """Whatever the job was and however it ended, this never raises: rq takes an exception here for a crash of its
-    own loop and quits it (31 restarts in one run, each leaving a ghost worker behind)."""
+    own loop and quits it (31 restarts in one run, each leaving a ghost worker behind). A job `handed_back` to the
+    queue (jobs.hand_back) goes to the front of its queue now that rq has recorded the end of its run."""
     logs.request_id.set(None)  # jobs.run set the job's own
     try:
+        if handed_back:  # if Redis fails here, the row is queued and the reconciler enqueues it
+            jobs.enqueue(db.session.get(Job, model_job_id(rq_job_id)), at_front=True)
         affinity.mark_idle(app.redis, app.worker_name)
         settle_batch(rq_job_id)
     except Exception:  # the maintenance thread settles batches (batches.maintain) and marks idle again
@@ -75,11 +109,17 @@ def after_job(app: Llamalith, rq_job_id: str) -> None:
 
 def settle_batch(rq_job_id: str) -> None:
     """After a batch's line: end the batch if that was its last (app/batch_lines.py)."""
-    number = rq_job_id.removeprefix(jobs.RQ_PREFIX)
-    if number.isascii() and number.isdigit():  # a model job's id (jobs.rq_id), nothing else's
-        batch_id = db.session.scalar(select(Job.batch_id).where(Job.id == int(number)))
+    job_id = model_job_id(rq_job_id)
+    if job_id is not None:
+        batch_id = db.session.scalar(select(Job.batch_id).where(Job.id == job_id))
         if batch_id:
             batch_lines.settle(batch_id)
+
+
+def model_job_id(rq_job_id: str) -> int | None:
+    """The job of a model job's rq id (jobs.rq_id); None for anything else in the queues."""
+    number = rq_job_id.removeprefix(jobs.RQ_PREFIX)
+    return int(number) if number.isascii() and number.isdigit() and number != rq_job_id else None
 
 
 def busy(app: Llamalith) -> None:
@@ -92,13 +132,15 @@ def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: M
     """Load the served models (up to the cache's capacity) before taking any job."""
     settings = app.settings
     cache = cache or ModelCache(settings.models, capacity=settings.max_loaded_models, threads=settings.threads,
-                                state_bytes=settings.kv_cache_mb * 1024 * 1024)
+                                state_bytes=settings.kv_cache_mb * 1024 * 1024, parallel=settings.parallel,
+                                exact=settings.parallel_exact)
     for key in models[: settings.max_loaded_models]:
         try:
             cache.get(key)
         except ModelLoadError as exc:  # its jobs will end as errors saying so; other models still work
             log.error("%s", exc)
     app.models = cache
+    app.worker_slots = WorkerSlots(max(cache.parallel_of(key) for key in models))
     app.stopping.clear()
     # host, a random tag and pid: containers on one host network share the hostname and all run as pid 1, and each
     # worker needs a name of its own (its liveness key, its affinity queue).
@@ -131,14 +173,34 @@ def announce(app: Llamalith, models: list[str], stop: threading.Event) -> None:
     its own, so that a long maintenance round never makes it look dead."""
     while not stop.is_set():
         try:
-            affinity.announce(app.redis, app.worker_name, models)
+            affinity.announce(app.redis, app.worker_name, models, sequences_in_use(app), app.worker_slots.sequences())
         except RedisError:
             pass  # serve() says that Redis is gone; the next announcement restores the key
         stop.wait(affinity.ANNOUNCE_INTERVAL)
 
 
+def sequences_in_use(app: Llamalith) -> dict[str, tuple[int, int]]:
+    return {key: (model.engine.in_use, model.engine.parallel) for key, model in list(app.models.loaded.items())}
+
+
 def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
-    """Work until SIGTERM/SIGINT (a warm stop: the running job finishes first); survive Redis outages."""
+    """Work until SIGTERM/SIGINT (a warm stop: running jobs go back to the queue); survive Redis outages."""
+    others = [threading.Thread(target=work, args=(app, models, burst), name=f"slot-{slot}", daemon=True)
+              for slot in range(1, app.worker_slots.count)]
+    for thread in others:
+        thread.start()
+    work(app, models, burst)
+    for thread in others:
+        thread.join()
+    with app.app_context():
+        try:
+            busy(app)
+        except RedisError as exc:  # the reconciler will move them
+            log.warning("could not pass on this worker's waiting turns (%s)", exc)
+
+
+def work(app: Llamalith, models: list[str], burst: bool) -> None:
+    """One slot: an rq worker that takes one job at a time, until a stop."""
     while True:
         worker = LlamalithWorker(models, app)
         try:
@@ -146,14 +208,23 @@ def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as exc:
             log.warning("lost Redis (%s); reconnecting", exc)
-        if burst or worker.stopping:
+        if burst or worker.stopping or app.stopping.is_set():
             break
         time.sleep(1)
-    with app.app_context():
+
+
+def make_room(app: Llamalith, models: list[str], stop: threading.Event) -> None:
+    """While every slot is taken and some by batch lines, let interactive turns waiting in Redis in: the newest
+    lines give their places up (app/worker_slots.py). A few checks a second: a turn waits for a step, not a line."""
+    while not stop.wait(PRIORITY_CHECK):
         try:
-            busy(app)
-        except RedisError as exc:  # the reconciler will move them
-            log.warning("could not pass on this worker's waiting turns (%s)", exc)
+            if app.worker_slots.full_of_batch_work():
+                with app.app_context():
+                    waiting = jobs.interactive_waiting(models, app.worker_name)
+                for job_id in app.worker_slots.make_room(waiting) if waiting else []:
+                    log.info("job %s gives its place up to an interactive turn", job_id)
+        except RedisError:
+            pass  # serve() says that Redis is gone
 
 
 def served_models(argv: list[str]) -> list[str]:
@@ -183,9 +254,11 @@ def main(argv: list[str]) -> None:
     announcing = threading.Thread(target=announce, args=(app, models, stop), name="announce", daemon=True)
     announcing.start()
     threading.Thread(target=maintain, args=(app, stop), name="maintain", daemon=True).start()
+    threading.Thread(target=make_room, args=(app, models, stop), name="make-room", daemon=True).start()
     deliveries = webhooks.start(app, stop)
     log.info("worker %s serving %s", app.worker_name, ", ".join(models))
     serve(app, models)
+    app.models.close()  # every slot has ended: nothing decodes any more
     stop.set()
     announcing.join()
     try:

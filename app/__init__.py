@@ -104,16 +104,18 @@ def register_blueprints(app: Llamalith) -> None:
     from app import health, metrics
     from app.api import bp as api_bp
     from app.api import openapi as api_openapi
+    from app.ollama import bp as ollama_bp
     from app.ui import bp as ui_bp
     from app.v1 import bp as v1_bp
     from app.v1 import openapi as v1_openapi
 
     app.url_map.converters["int"] = DatabaseId
     prefix = app.settings.base_path
-    for api in (api_bp, v1_bp):  # keys, not cookies: nothing for CSRF to protect
+    for api in (api_bp, v1_bp, ollama_bp):  # keys, not cookies: nothing for CSRF to protect
         csrf.exempt(api)
     app.register_blueprint(api_bp, url_prefix=prefix + "/api")
     app.register_blueprint(v1_bp, url_prefix=prefix + "/v1")
+    app.register_blueprint(ollama_bp, url_prefix=prefix + "/ollama")
     app.register_blueprint(ui_bp, url_prefix=prefix or None)
     app.add_url_rule(prefix + "/healthz", "healthz", health.healthz)
     app.add_url_rule(prefix + "/readyz", "readyz", health.readyz)

@@ -12,7 +12,7 @@ take it out of the list atomically, so exactly one of them moves it.
 A live worker also says so, with the models it serves, in a key of its own that it sets again every few seconds
 with a short TTL (`announce`): that key, not rq's registry, is what readiness, `/api/models` and `/metrics` count,
 so a wiped Redis hears from every worker again within ANNOUNCE_INTERVAL and a killed one is forgotten within
-ALIVE_TTL.
+ALIVE_TTL. Beside it, the same announcement says how many of each model's sequences (app/llm/engine.py) are in use.
 """
 
 import time
@@ -57,18 +57,61 @@ def _alive_key(worker: str) -> str:
     return f"{PREFIX}{worker}:alive"
 
 
-def announce(redis: Redis, worker: str, models: list[str]) -> None:
+def announce(redis: Redis, worker: str, models: list[str], sequences: dict[str, tuple[int, int]],
+             running: dict[int, int] | None = None) -> None:
+    """`sequences`: per loaded model, (sequences in use, sequences it has); `running`: the sequence each of its
+    running jobs is decoded in."""
     now = time.time()
     with redis.pipeline() as pipe:
         pipe.set(_alive_key(worker), ",".join(models), ex=ALIVE_TTL)
+        pipe.delete(_sequences_key(worker), _running_key(worker))
+        if sequences:
+            pipe.hset(_sequences_key(worker), mapping={model: f"{used}/{count}" for model, (used, count)
+                                                       in sequences.items()})
+            pipe.expire(_sequences_key(worker), ALIVE_TTL)
+        if running:
+            pipe.hset(_running_key(worker), mapping=running)
+            pipe.expire(_running_key(worker), ALIVE_TTL)
         pipe.zadd(WORKERS, {worker: now})
         pipe.zremrangebyscore(WORKERS, "-inf", now - FORGET)
         pipe.execute()
 
 
+def _sequences_key(worker: str) -> str:
+    return f"{PREFIX}{worker}:sequences"
+
+
+def _running_key(worker: str) -> str:
+    return f"{PREFIX}{worker}:running"
+
+
+def running_sequences(redis: Redis, workers: list[str]) -> dict[int, int]:
+    """The sequence each running job of `workers` is decoded in, as last announced."""
+    with redis.pipeline(transaction=False) as pipe:
+        for name in workers:
+            pipe.hgetall(_running_key(name))
+        announced = pipe.execute()
+    return {int(job): int(seq) for jobs in announced for job, seq in jobs.items()}
+
+
+def sequences(redis: Redis, model: str) -> dict[str, tuple[int, int]]:
+    """Each live worker that has `model` loaded: (its sequences in use, the sequences it has), as last announced."""
+    names = list(live_workers(redis))
+    with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hget(_sequences_key(name), model)
+        announced = pipe.execute()
+    return {name: tuple(int(n) for n in value.decode().split("/")) for name, value in zip(names, announced) if value}
+
+
 def retire(redis: Redis, worker: str) -> None:
     """A worker stopping on purpose stops counting at once."""
     redis.delete(_alive_key(worker))
+
+
+def last_announced(redis: Redis) -> dict[str, float]:
+    """Each worker announced lately (live or not): when it last announced itself, as a Unix time."""
+    return {name.decode(): at for name, at in redis.zrange(WORKERS, 0, -1, withscores=True)}
 
 
 def live_workers(redis: Redis) -> dict[str, list[str]]:

@@ -87,6 +87,8 @@ def _job_for(body, number: int, batch: Batch, api_key) -> tuple[dict, str]:
         chat = parse_chat_request(body)
         if chat.stream:
             raise APIError(400, "invalid_request", "stream is not available in a batch", param="stream")
+        if chat.tools:  # a line's output is written from its job alone, which does not keep the tools offered
+            raise APIError(400, "unsupported_parameter", "tools are not available in a batch", param="tools")
         session_id = chat.user if chat.user and submissions.valid_session_id(chat.user) else f"{batch.id}-{number}"
         line = submission(chat, api_key.user_id, session_id, api_key=api_key)
         ready = intake.check(line)

@@ -7,6 +7,7 @@ import click
 from limits import parse
 from sqlalchemy import select
 
+from app import passwords
 from app.keys import TooManyKeys, create_key
 from app.extensions import current, db
 from app.models import NO_PASSWORD, ApiKey, User
@@ -126,10 +127,8 @@ def _read_password(from_stdin: bool) -> str:
         password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    if len(password) < 8:
-        raise click.ClickException("the password must have at least 8 characters")
-    if len(password.encode()) > 72:
-        raise click.ClickException("the password must be at most 72 bytes (bcrypt ignores the rest)")
+    if refused := passwords.problem(password):
+        raise click.ClickException(refused)
     return password
 
 

@@ -1,4 +1,4 @@
-"""CORS for browser callers of the JSON APIs (/api, /v1): off unless CORS_ORIGINS lists exact origins. API keys
+"""CORS for browser callers of the JSON APIs (/api, /v1, /ollama): off unless CORS_ORIGINS lists exact origins. API keys
 travel in headers, never cookies, so no credentials are allowed; a preflight needs no key, and allows the methods
 the URL's routes have (DELETE /v1/files/{id} too)."""
 
@@ -11,7 +11,7 @@ EXPOSED_HEADERS = "X-Llamalith-Job-Id, Location, Retry-After, Idempotent-Replaye
 def init_app(app: Flask) -> None:
     settings = app.settings
     allowed = set(settings.cors_origins)
-    faces = (settings.base_path + "/api/", settings.base_path + "/v1/")
+    faces = tuple(settings.base_path + face for face in ("/api/", "/v1/", "/ollama/"))
 
     def allowed_origin() -> str | None:
         origin = request.headers.get("Origin")

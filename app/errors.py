@@ -1,5 +1,6 @@
 """One place turns failures into answers: JSON `{"error": {code, message}}` for the API, OpenAI's error object
-(`{"error": {message, type, code, param}}`) under /v1, HTML for pages."""
+(`{"error": {message, type, code, param}}`) under /v1, Ollama's (`{"error": "message"}`) under /ollama, HTML for
+pages."""
 
 import logging
 
@@ -40,25 +41,35 @@ OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
                    param: str | None = None, kind: str | None = None):
     """`kind` is OpenAI's error type where it is not the status's usual one."""
-    return jsonify(error=error_body(status, code, message, _openai_face(), param, kind)), status, headers or {}
+    return jsonify(error=error_body(status, code, message, face(), param, kind)), status, headers or {}
 
 
-def error_body(status: int, code: str, message: str, openai: bool, param: str | None = None,
-               kind: str | None = None) -> dict:
-    """The answer's `error` object: OpenAI's shape on its face, ours elsewhere (also for what the web server refuses
-    before the app sees it, app/serving.py)."""
-    if openai:
+def error_body(status: int, code: str, message: str, face: str | None, param: str | None = None,
+               kind: str | None = None) -> dict | str:
+    """The answer's `error`: OpenAI's object on its face, Ollama's bare message on its own, ours elsewhere (also for
+    what the web server refuses before the app sees it, app/serving.py). `face` is the blueprint's name."""
+    if face == "v1":
         return {"message": message, "type": kind or OPENAI_TYPES.get(status, "server_error"), "code": code,
                 "param": param}
+    if face == "ollama":
+        return message
     return {"code": code, "message": message}
 
 
+def face() -> str | None:
+    """The protocol face a request came to, by its blueprint or, for a URL no route matched, by its path."""
+    if request.blueprint in ("v1", "ollama"):
+        return request.blueprint
+    path = request.path
+    return "ollama" if "/ollama/" in path else "v1" if "/v1/" in path else request.blueprint
+
+
 def _openai_face() -> bool:
-    return request.blueprint == "v1" or "/v1/" in request.path
+    return face() == "v1"
 
 
 def _wants_json() -> bool:
-    return "/api/" in request.path or _openai_face() or request.accept_mimetypes.best == "application/json"
+    return "/api/" in request.path or face() in ("v1", "ollama") or request.accept_mimetypes.best == "application/json"
 
 
 def _unserved_url(exc: NotFound | MethodNotAllowed):

@@ -50,6 +50,7 @@ class Llamalith(Flask):
     request_counts: RequestCounts  # HTTP requests not yet counted in Redis
     rate_limiter: FixedWindowRateLimiter  # app/limits.py's counts, in Redis
     models: ModelCache  # the worker's warm models
+    worker_slots: "WorkerSlots"  # noqa: F821  the jobs the worker runs at once (app/worker_slots.py)
     worker_name: str  # host:tag:pid, recorded on the jobs this worker runs
     stopping: threading.Event  # the worker was told to stop: its running job goes back to the queue
     shutting_down: threading.Event  # the web process is stopping: open event streams end so clients reconnect

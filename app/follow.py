@@ -5,6 +5,8 @@ answers); each formats the steps in its own wire format.
 It holds no database session while it waits (one is opened per look at the job), and stops early when the server
 shuts down: then it simply ends without an `end` step, and the face tells its client where to find the job."""
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -12,6 +14,9 @@ from app import streams
 from app.extensions import current, db
 from app.keys import valid_key
 from app.models import Job
+
+# A Redis stream entry id: two unsigned 64-bit numbers, ASCII digits only.
+EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 
 # Proxies close quiet connections, and a client that left is only noticed when a write fails: both want something
 # now and then. Each tick also checks the key (revoked: the stream ends) and the job in the database (in case its
@@ -52,6 +57,23 @@ def until_end(job_id: int, after: str = "0-0", key: str | None = None) -> Iterat
             continue
         yield Step("end", entry.value, entry.id, job, None if seen else job.result or None)
         return
+
+
+def ended(job_id: int) -> Job | None:
+    """The job once it ended, or None when the server began shutting down first (the job goes on without us)."""
+    return next((step.job for step in until_end(job_id) if step.kind == "end"), None)
+
+
+def event_id(value: str) -> str | None:
+    """`value` if it is an event id of a job's stream (a Last-Event-ID to resume after), else None."""
+    found = EVENT_ID.fullmatch(value)
+    return value if found and all(int(part) < 2**64 for part in found.groups()) else None
+
+
+def sse(event: str, data, event_id: str | None = None) -> str:
+    """One Server-Sent Event, its data as JSON (tokens hold newlines, which SSE's data lines cannot)."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
 def _still_valid(key: str) -> bool:

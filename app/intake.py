@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from app import jobs, prompt_templates, submissions
-from app.models import ApiKey, Job, Priority, PromptTemplate
+from app import embeddings, jobs, prompt_templates, submissions
+from app.models import ApiKey, Job, JobKind, Priority, PromptTemplate
 from app.submissions import IDEMPOTENCY_KEY, Refused
 
 
@@ -23,7 +23,8 @@ class Submission:
     `session_id` is the client's name for the conversation (made if new); `conversation_id` is the internal id a new
     one takes (the chat page names it in its URL before it exists). `system_prompt` None means the model's default,
     "" none. `params` are only the generation settings the client sent. `history` ([user, assistant] pairs) replaces
-    the conversation's stored turns in the prompt."""
+    the conversation's stored turns in the prompt. An embedding job (`kind`) has its inputs as `user_input`, a JSON
+    list of strings (app/embeddings.py), and `truncate` cuts those longer than the context instead of refusing them."""
 
     owner: int
     user_input: str
@@ -39,6 +40,8 @@ class Submission:
     variables: dict[str, str] | None = None
     idempotency: tuple[str, str] | None = None
     conversation_id: str | None = None
+    kind: str = JobKind.CHAT.value
+    truncate: bool = False
 
 
 class Checked(NamedTuple):
@@ -67,7 +70,7 @@ def submit(submission: Submission) -> Submitted:
                           api_key_id=key.id if key else None, conversation_id=submission.conversation_id,
                           history=submission.history, idempotency=submission.idempotency,
                           callback_url=submission.callback_url, prompt_template=ready.template,
-                          variables=submission.variables)
+                          variables=submission.variables, kind=submission.kind)
     except jobs.AlreadySubmitted:  # a concurrent request with the same Idempotency-Key won the insert
         return Submitted(_replayed(submission), True)
     return Submitted(job, False)
@@ -79,6 +82,9 @@ def check(submission: Submission) -> Checked:
     key = submission.api_key
     if submission.priority == Priority.INTERACTIVE.value and key is not None and not key.interactive:
         raise Refused("priority_not_allowed", "this API key may only submit batch jobs", status=403)
+    if submission.kind == JobKind.EMBEDDING.value:
+        inputs = json.loads(submission.user_input)
+        return Checked(embeddings.check(submission.model, inputs, submission.truncate), None, None)
     template, system_prompt = prompt_templates.chosen(submission.owner, submission.prompt_template,
                                                       submission.variables, submission.system_prompt)
     model, system_prompt = submissions.check(submission.model, system_prompt, submission.user_input,
@@ -90,7 +96,10 @@ def check(submission: Submission) -> Checked:
 
 def regenerate(job: Job) -> Job:
     """A new job for the same turn, checked as a new submission is: the model may no longer be offered, or the turn no
-    longer fit its context. Raises `Refused`, or jobs.NotRegenerable for a turn that is not the last or not ended."""
+    longer fit its context. Raises `Refused`, or jobs.NotRegenerable for a turn that is not the last or not ended,
+    or not a chat answer."""
+    if job.kind != JobKind.CHAT.value:
+        raise jobs.NotRegenerable("only a chat answer can be regenerated; send the embedding request again")
     submissions.check(job.model, job.system_prompt or "", job.user_input, job.params)  # "": it recorded none
     return jobs.regenerate(job)
 

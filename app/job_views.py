@@ -16,7 +16,7 @@ def job_json(job: Job, known: progress.Progress | None = None) -> dict:
 
 
 # What `_shown` reads of a job: the names of both a Job's attributes and the columns of `_OWNED`'s row.
-_SHOWN = ("id", "user_input", "model", "system_prompt", "prompt_variables", "params", "status", "result", "error",
+_SHOWN = ("id", "kind", "user_input", "model", "system_prompt", "prompt_variables", "params", "status", "result", "error",
           "error_code", "priority", "attempts", "request_id", "created_at", "started_at", "processed_at",
           "prompt_tokens", "completion_tokens", "first_token_ms", "callback_url", "callback_status",
           "callback_attempts", "callback_last_status", "callback_error")
@@ -44,6 +44,7 @@ def _shown(job: Job | Row, session_id: str, template: str | None, known: progres
     finished = JobStatus(job.status).finished
     return {
         "id": job.id,
+        "kind": job.kind,
         "conversation_id": session_id,
         "user_input": job.user_input,
         "model": job.model,
@@ -66,7 +67,9 @@ def _shown(job: Job | Row, session_id: str, template: str | None, known: progres
             "prompt_tokens": job.prompt_tokens,
             "completion_tokens": job.completion_tokens,
             "first_token_ms": job.first_token_ms,
-            "duration_ms": _millis(job.started_at, job.processed_at) if finished and job.started_at else None,
+            # an imported job may have ended without saying when (app/conversation_files.py)
+            "duration_ms": (_millis(job.started_at, job.processed_at)
+                            if finished and job.started_at and job.processed_at else None),
         },
         "callback": None if not job.callback_url else {
             "url": job.callback_url, "status": job.callback_status, "attempts": job.callback_attempts,

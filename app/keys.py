@@ -3,7 +3,8 @@ nothing), looked up by digest and compared in constant time. Each key belongs to
 `authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one), through the process's
 cache of checked keys (app/key_cache.py: a key revoked elsewhere is refused within KEY_CACHE_SECONDS); each face
 turns a `KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
-on jobs; a user has at most MAX_KEYS_PER_USER keys. `usage` is what the keys did, per day."""
+on jobs; a user has at most MAX_KEYS_PER_USER keys. `usage` is what the keys did, per day; `summary`, a user's
+keys in a few numbers."""
 
 import hashlib
 import hmac
@@ -156,13 +157,22 @@ def require_key(unauthorized_code: str = "unauthorized") -> None:
 def take_reader_slot(advice: str) -> Callable[[], None]:
     """A reader slot for the request's key (an event stream, or a call waiting for its answer, holds a web thread),
     and the call that gives it back; over the per-key, per-user or per-process cap, a 429 that ends with `advice`."""
-    settings = current().settings
-    caps = SlotCaps(settings.sse_max_streams, settings.sse_max_streams_per_key, settings.streams_per_user)
-    give_back = current().readers.take(g.api_key.id, g.api_key.user_id, caps)
+    give_back = current().readers.take(g.api_key.id, g.api_key.user_id, reader_caps())
     if give_back is None:
         raise APIError(429, "too_many_streams", f"too many requests waiting on jobs (for this key, its user, or on "
                                                 f"this server); {advice}", headers={"Retry-After": "5"})
     return give_back
+
+
+def take_browser_slot(user_id: int) -> Callable[[], None] | None:
+    """A reader slot for a signed-in user's page that follows a job: their pages count as one more key of theirs,
+    under the same caps; None over a cap (the page then polls instead)."""
+    return current().readers.take(("browser", user_id), user_id, reader_caps())
+
+
+def reader_caps() -> SlotCaps:
+    settings = current().settings
+    return SlotCaps(settings.sse_max_streams, settings.sse_max_streams_per_key, settings.streams_per_user)
 
 
 def authenticate() -> CheckedKey:
@@ -194,11 +204,11 @@ def visible_keys(user: User):
     return query if user.is_admin else query.where(ApiKey.user_id == user.id)
 
 
-def usage(user: User, days: int) -> list[dict]:
-    """Ended jobs and their tokens per key and day (UTC) over the last `days` days, for the keys `user` may see;
-    newest day first."""
+def usage(user: User, days: int, own: bool = False) -> list[dict]:
+    """Ended jobs and their tokens per key and day (UTC) over the last `days` days, for the keys `user` may see
+    (with `own`, only their own, admins too); newest day first."""
     day = func.date(Job.processed_at)
-    keys = visible_keys(user).subquery()
+    keys = (visible_keys(user).where(ApiKey.user_id == user.id) if own else visible_keys(user)).subquery()
     rows = db.session.execute(
         select(keys.c.name, day.label("day"), func.count(Job.id), func.coalesce(func.sum(Job.prompt_tokens), 0),
                func.coalesce(func.sum(Job.completion_tokens), 0))
@@ -209,3 +219,22 @@ def usage(user: User, days: int) -> list[dict]:
     ).all()
     return [{"key": name, "day": str(when), "jobs": jobs, "prompt_tokens": int(prompt),
              "completion_tokens": int(completion)} for name, when, jobs, prompt, completion in rows]
+
+
+@dataclass(frozen=True)
+class KeySummary:
+    keys: int
+    last_used_at: datetime | None
+    jobs: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def summary(user: User, days: int) -> KeySummary:
+    """A user's own keys in a few numbers: how many they have, when one was last used, and what `usage` counts
+    over `days` days, added up."""
+    count, last_used_at = db.session.execute(
+        select(func.count(ApiKey.id), func.max(ApiKey.last_used_at)).where(ApiKey.user_id == user.id)).one()
+    rows = usage(user, days, own=True)
+    return KeySummary(count, last_used_at,
+                      *(sum(row[total] for row in rows) for total in ("jobs", "prompt_tokens", "completion_tokens")))

@@ -17,7 +17,7 @@ from sqlalchemy import case, func, select
 from app import progress
 from app.errors import APIError
 from app.extensions import current, db
-from app.models import Job, JobStatus
+from app.models import Job
 from app.request_counts import HTTP_KEY, RequestCounts
 
 # A client may send any method name and any path: each would make a series of its own forever, so the methods
@@ -90,9 +90,7 @@ def _job_counts():
             family.add_metric([model], total)
         yield family
     depth = GaugeMetricFamily("llamalith_queue_depth", "Queued jobs by model and priority", labels=["model", "priority"])
-    for model, priority, count in db.session.execute(
-            select(Job.model, Job.priority, func.count()).where(Job.status == JobStatus.QUEUED.value)
-            .group_by(Job.model, Job.priority)):
+    for (model, priority), count in progress.queue_depths().items():
         depth.add_metric([model, priority], count)
     yield depth
 
@@ -120,13 +118,20 @@ def _from_redis():
                                    labels=["method", "route", "status"])
     restores = CounterMetricFamily("llamalith_kv_restores", "Prompts that started from a kept KV state",
                                    labels=["model"])
+    in_use = GaugeMetricFamily("llamalith_sequences_in_use", "Sequences decoding now, per worker and loaded model",
+                               labels=["worker", "model"])
+    parallel = GaugeMetricFamily("llamalith_sequences", "Sequences a worker can decode together for a loaded model "
+                                 "(LLM_PARALLEL)", labels=["worker", "model"])
     try:
         for model in current().settings.offered_models:
             workers.add_metric([model], progress.live_workers(model))
+            for worker in progress.sequences_of(model):
+                in_use.add_metric([worker["worker"], model], worker["in_use"])
+                parallel.add_metric([worker["worker"], model], worker["parallel"])
         for field, count in redis.hgetall(HTTP_KEY).items():
             requests.add_metric(field.decode().split(" ", 2), int(count))
         for model, count in redis.hgetall(RESTORES_KEY).items():
             restores.add_metric([model.decode()], int(count))
     except RedisError:
         pass  # the database's figures are still worth a scrape
-    yield from (workers, requests, restores)
+    yield from (workers, in_use, parallel, requests, restores)

@@ -36,6 +36,13 @@ class JobStatus(str, enum.Enum):
         return self in (JobStatus.DONE, JobStatus.ERROR, JobStatus.CANCELLED)
 
 
+class JobKind(str, enum.Enum):
+    """What a job computes: a chat answer (its text), or embeddings (a vector per input, app/embeddings.py)."""
+
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+
+
 class Priority(str, enum.Enum):
     INTERACTIVE = "interactive"
     BATCH = "batch"
@@ -143,13 +150,19 @@ def _turn_key(message: Message) -> int | str:
 class Job(db.Model):
     __tablename__ = "jobs"
     # Queue order, positions and recent durations walk a model's jobs of one status by id; the per-key queue cap
-    # counts one key's queued jobs: each is an index range, however many jobs there are in all.
+    # counts one key's queued jobs; the Queue page's last hour reads the jobs that ended lately or have not: each is
+    # an index range, however many jobs there are in all.
     __table_args__ = (Index("ix_jobs_model_status_id", "model", "status", "id"),
+                      Index("ix_jobs_processed_at", "processed_at"),
                       Index("ix_jobs_key_status", "api_key_id", "status"),
                       Index("ix_jobs_held_key_id", "held", "api_key_id", "id"),
                       Index("ix_jobs_batch_status", "batch_id", "status"),
                       UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_key_idempotency"))
     id: Mapped[int] = mapped_column(primary_key=True)
+    # A column rather than a marker in `params`: every reader (the worker, the job's JSON, regenerate, the pages)
+    # asks it first, and params stay generation settings only. An embedding job's `user_input` is its inputs as a
+    # JSON list of strings and its `result` its vectors (app/embeddings.py).
+    kind: Mapped[str] = mapped_column(String(16), default=JobKind.CHAT.value, server_default=JobKind.CHAT.value)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
     user_input: Mapped[str] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(80))

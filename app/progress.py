@@ -84,7 +84,8 @@ ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come m
 
 
 def eta_per_position(model: str) -> float | None:
-    """The recent mean job duration, shared among the live workers; None before any job has finished."""
+    """The recent mean job duration, shared among the live workers' sequences (each worker decodes several jobs at
+    once, each of them slower than alone, which the durations measured show); None before any job has finished."""
     estimates = current().estimates
     now = time.monotonic()
     if model not in estimates or estimates[model][0] < now:
@@ -101,7 +102,8 @@ def _measure_eta(model: str) -> float | None:
     if not recent:
         return None
     mean = sum((done - start).total_seconds() for start, done in recent) / len(recent)
-    return mean / max(live_workers(model), 1)
+    sequences = sum(worker["parallel"] for worker in sequences_of(model))
+    return mean / max(sequences, live_workers(model), 1)
 
 
 def live_workers(model: str) -> int:
@@ -109,6 +111,32 @@ def live_workers(model: str) -> int:
         return sum(model in served for served in affinity.live_workers(current().redis).values())
     except RedisError:
         return 0
+
+
+def sequences_of(model: str) -> list[dict]:
+    """Per live worker with `model` loaded: its sequences in use and how many it has (continuous batching)."""
+    try:
+        announced = affinity.sequences(current().redis, model)
+    except RedisError:
+        return []
+    return [{"worker": name, "in_use": used, "parallel": count} for name, (used, count) in sorted(announced.items())]
+
+
+def queue_depths() -> dict[tuple[str, str], int]:
+    """Queued jobs per (model, priority): /metrics and the Queue page."""
+    return {(model, priority): count for model, priority, count in db.session.execute(
+        select(Job.model, Job.priority, func.count()).where(Job.status == JobStatus.QUEUED.value)
+        .group_by(Job.model, Job.priority))}
+
+
+def running_beside() -> dict[int, int]:
+    """For each running job, how many other jobs its worker is decoding with it (continuous batching). A count, not
+    which: they may be other users'."""
+    workers: dict[str, list[int]] = {}
+    for job_id, worker in db.session.execute(select(Job.id, Job.worker).where(
+            Job.status == JobStatus.PROCESSING.value, Job.worker.is_not(None))):
+        workers.setdefault(worker, []).append(job_id)
+    return {job_id: len(ids) - 1 for ids in workers.values() for job_id in ids}
 
 
 def queue_depth(model: str) -> int:

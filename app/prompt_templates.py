@@ -100,6 +100,19 @@ def latest(owner: int) -> list[PromptTemplate]:
         .where(PromptTemplate.user_id == owner).order_by(PromptTemplate.name)))
 
 
+def every_version(owner: int) -> list[PromptTemplate]:
+    """Every version of each of the owner's templates, by name, newest first: what the chat form offers."""
+    return list(db.session.scalars(select(PromptTemplate).where(PromptTemplate.user_id == owner)
+                                   .order_by(PromptTemplate.name, PromptTemplate.version.desc())))
+
+
+def reference(template: PromptTemplate) -> str:
+    """How a form names this version again: by its name while it is the latest (so the choice follows a new version),
+    else `name@version`."""
+    latest = find(template.user_id, template.name)
+    return template.name if latest is not None and latest.version == template.version else template.ref
+
+
 def history(owner: int, name: str) -> list[PromptTemplate]:
     """Every version of the owner's template `name`, newest first; empty when there is none."""
     return list(db.session.scalars(select(PromptTemplate).where(

@@ -21,7 +21,7 @@ MAX_CONNECTIONS = 1000  # client connections open at once; more wait in the list
 FIXED_DESCRIPTORS = 64
 DESCRIPTORS_PER_THREAD = 4  # a database connection (SQLite: its file, WAL and shared memory) and a Redis one
 DESCRIPTORS_PER_CONNECTION = 2  # its socket, and a temporary file while its body or answer overflows memory
-KEYED_FACES = {"api", "v1"}  # the blueprints whose every route needs an API key
+KEYED_FACES = {"api", "v1", "ollama"}  # the blueprints whose every route needs an API key
 CREDENTIAL_HEADERS = ("AUTHORIZATION", "X_API_KEY")  # as waitress's parser names them
 
 
@@ -85,10 +85,10 @@ class Refusal(Error):
     """An answer waitress sends in place of the app's (a JSON error in the face's shape); the connection then
     closes, so the body the client may still be sending is never read."""
 
-    def __init__(self, status: int, code: str, message: str, openai: bool):
+    def __init__(self, status: int, code: str, message: str, face: str | None):
         super().__init__(message)
         self.code, self.reason = status, HTTPStatus(status).phrase
-        self.error = error_body(status, code, message, openai)
+        self.error = error_body(status, code, message, face)
 
     def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
         body = json.dumps({"error": self.error}).encode()
@@ -103,7 +103,7 @@ class HeaderChecks(HTTPRequestParser):
 
     app: Llamalith
     limit: request_body.BodyLimit | None = None  # the route's, once the headers are in
-    openai = False  # the route is on OpenAI's face, so is the answer
+    face: str | None = None  # the route's blueprint: the answer is in its face's error shape
 
     def received(self, data: bytes) -> int:
         reading_headers = not self.headers_finished
@@ -122,12 +122,11 @@ class HeaderChecks(HTTPRequestParser):
         return consumed
 
     def refusal(self) -> Refusal | None:
-        view, face = self.route()
-        self.openai = face == "v1"
+        view, self.face = self.route()
         has_body = self.chunked or self.content_length > 0
-        if has_body and face in KEYED_FACES and not any(self.headers.get(name) for name in CREDENTIAL_HEADERS):
-            return Refusal(401, "invalid_api_key" if self.openai else "unauthorized",
-                           "a valid API key is required: send 'Authorization: Bearer <key>'", self.openai)
+        if has_body and self.face in KEYED_FACES and not any(self.headers.get(name) for name in CREDENTIAL_HEADERS):
+            return Refusal(401, "invalid_api_key" if self.face == "v1" else "unauthorized",
+                           "a valid API key is required: send 'Authorization: Bearer <key>'", self.face)
         self.limit = request_body.body_limit(self.app.settings, view)
         return self.over_limit(self.content_length)
 
@@ -135,7 +134,7 @@ class HeaderChecks(HTTPRequestParser):
         try:
             self.limit.check(length)
         except submissions.Refused as refused:
-            return Refusal(refused.status, refused.code, refused.message, self.openai)
+            return Refusal(refused.status, refused.code, refused.message, self.face)
         return None
 
     def route(self) -> tuple:

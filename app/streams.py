@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 from redis import Redis, RedisError
@@ -55,8 +55,9 @@ class TokenWriter:
             self._send(lambda p: p.xadd(stream_key(self.job_id), {"reset": str(attempt)}))
 
     def append(self, text: str) -> bool:
-        """Add a token; True once a cancel has been requested."""
-        self.unsent.append(text)
+        """Add a token (or nothing: "" only asks); True once a cancel has been requested."""
+        if text:
+            self.unsent.append(text)
         if time.monotonic() - self.sent_at >= FLUSH_SECONDS:
             self.flush()
         return self.cancelled
@@ -153,11 +154,12 @@ class Slots:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.total = 0
-        self.per_key: Counter[int] = Counter()
+        self.per_key: Counter[Hashable] = Counter()
         self.per_user: Counter[int] = Counter()
 
-    def take(self, key_id: int, user_id: int, caps: SlotCaps) -> Callable[[], None] | None:
-        """A slot for `key_id` of `user_id`, as the call that gives it back; None when a cap is reached."""
+    def take(self, key_id: Hashable, user_id: int, caps: SlotCaps) -> Callable[[], None] | None:
+        """A slot for `key_id` (an API key's id, or a user's pages: app/keys.py) of `user_id`, as the call that
+        gives it back; None when a cap is reached."""
         with self.lock:
             if (self.total >= caps.total or self.per_key[key_id] >= caps.per_key
                     or self.per_user[user_id] >= caps.per_user):
@@ -165,11 +167,11 @@ class Slots:
             self._count(key_id, user_id, 1)
         return lambda: self._give_back(key_id, user_id)
 
-    def _give_back(self, key_id: int, user_id: int) -> None:
+    def _give_back(self, key_id: Hashable, user_id: int) -> None:
         with self.lock:
             self._count(key_id, user_id, -1)
 
-    def _count(self, key_id: int, user_id: int, step: int) -> None:
+    def _count(self, key_id: Hashable, user_id: int, step: int) -> None:
         self.total += step
         self.per_key[key_id] += step
         self.per_user[user_id] += step

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.llm import ModelCache  # noqa: E402
+from app.llm import ModelCache, Sequence  # noqa: E402
 from app.llm.prompt import Turn, build_messages  # noqa: E402
 from bench.summary import summary  # noqa: E402
 from config import DEFAULT_MODEL_KEY, load_settings  # noqa: E402
@@ -48,10 +48,10 @@ def question(conversation: int, turn: int) -> str:
 def first_token_ms(model, tokens: list[int], params, stop: list[str], opening: int) -> tuple[float, str]:
     started = time.perf_counter()
     pieces, first = [], None
-    for piece in model.generate(tokens, params, stop, opening):
-        first = first or time.perf_counter()
-        pieces.append(piece)
-    model.keep_state()
+    for piece in model.generate(Sequence(tokens, params, stop, opening)):
+        if piece:
+            first = first or time.perf_counter()
+            pieces.append(piece)
     return ((first or time.perf_counter()) - started) * 1000, "".join(pieces)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import openai
 import psycopg
 import pytest
 from flask_migrate import upgrade
@@ -120,14 +121,18 @@ DATABASE_FIXTURES = {"database", "empty_database"}
 @pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` picks the tests
 def pytest_collection_modifyitems(config, items) -> None:
     """Marks the slow tier (`make test-fast` leaves it out). The PostgreSQL pass leaves out the tests without a
-    database: they would run exactly as in the SQLite pass (a few minutes of CI, mostly the real model's)."""
+    database, and those marked `model_only`: they would run exactly as in the SQLite pass (minutes of CI, mostly
+    the real model's)."""
     for item in items:
         if SLOW_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.slow)
     if POSTGRES_SERVER:
-        unchanged = [item for item in items if not DATABASE_FIXTURES.intersection(item.fixturenames)]
-        config.hook.pytest_deselected(items=unchanged)
-        items[:] = [item for item in items if DATABASE_FIXTURES.intersection(item.fixturenames)]
+        config.hook.pytest_deselected(items=[item for item in items if _same_on_postgres(item)])
+        items[:] = [item for item in items if not _same_on_postgres(item)]
+
+
+def _same_on_postgres(item) -> bool:
+    return not DATABASE_FIXTURES.intersection(item.fixturenames) or item.get_closest_marker("model_only") is not None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -270,9 +275,9 @@ def prompts_seen(model_cache) -> list[str]:
     model = model_cache.get(DEFAULT_MODEL_KEY)
     real_generate, prompts = model.generate, []
 
-    def spy(tokens, params, stop, opening=0):
-        prompts.append(model.llm.detokenize(tokens, special=True).decode())
-        return real_generate(tokens, params, stop, opening)
+    def spy(sequence):
+        prompts.append(model.llm.detokenize(sequence.prompt, special=True).decode())
+        return real_generate(sequence)
 
     model.generate = spy
     yield prompts
@@ -320,3 +325,12 @@ def stack(environ, tmp_path):
     yield stack
     stack.stop()
     print(stack.log_text())  # pytest shows it when the test failed
+
+
+@pytest.fixture
+def sdk(stack) -> openai.OpenAI:
+    """The real `openai` package against the stack (its web process and a worker started), with the stack's key."""
+    stack.start_web()
+    stack.start_worker()
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.headers["Authorization"].split()[-1],
+                         max_retries=0, timeout=180)

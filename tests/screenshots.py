@@ -1,5 +1,7 @@
 """`make screenshots`: pictures of the UI for the docs, taken in Chromium from a real stack (Redis, web,
-worker, the real model) in a temporary folder, as the browser tests run it. Writes docs/images/*.png."""
+worker, the real model) in a temporary folder, as the browser tests run it. Writes docs/images/*.png, and the chat
+(mid-answer), queue, jobs and keys pages at 375, 768 and 1280 px wide, light and dark, into
+instance/screenshots/ (24 pictures to look through, not kept in git), each checked for sideways scrolling."""
 
 import sys
 import tempfile
@@ -15,6 +17,8 @@ from tests.stack import MODEL_PATHS, Stack, start_redis  # noqa: E402
 from tests.ui.browser import create_user, launch, send, sign_in  # noqa: E402
 
 IMAGES = ROOT / "docs" / "images"
+MATRIX = ROOT / "instance" / "screenshots"
+WIDTHS = (375, 768, 1280)
 DESKTOP = {"width": 1200, "height": 820}
 PHONE = {"width": 390, "height": 780}
 ANSWER_TIMEOUT = 300_000  # ms
@@ -69,11 +73,42 @@ def capture(browser, stack: Stack) -> None:
     expect(page.locator("#jobs-table")).not_to_have_attribute("hx-trigger", "every 2s", timeout=ANSWER_TIMEOUT)
     shoot(page, "jobs")
 
+    page.goto(stack.url + "/queue")
+    shoot(page, "queue")
+
     phone = browser.new_page(viewport=PHONE, device_scale_factor=2)
     phone.context.add_cookies(page.context.cookies())
-    phone.goto(page.url.replace("/jobs", "/conversations"))
+    phone.goto(stack.url + "/conversations")
     phone.locator(".conversation .title").first.click()
     shoot(phone, "chat-phone")
+
+    matrix(browser, stack, page.context.cookies())
+
+
+def matrix(browser, stack: Stack, cookies: list) -> None:
+    """Each width and scheme: the chat while an answer streams in, then the queue, jobs and keys pages."""
+    MATRIX.mkdir(parents=True, exist_ok=True)
+    for scheme in ("light", "dark"):
+        for width in WIDTHS:
+            context = browser.new_context(viewport={"width": width, "height": 800}, color_scheme=scheme)
+            context.add_cookies(cookies)
+            page = context.new_page()
+            page.goto(stack.url + "/conversations/new")
+            send(page, "Tell me a long story about a lighthouse.")
+            expect(page.locator(".bubble.assistant .live")).not_to_be_empty(timeout=ANSWER_TIMEOUT)
+            look(page, f"chat-{width}-{scheme}")
+            for name in ("queue", "jobs", "keys"):
+                page.goto(f"{stack.url}/{name}")
+                look(page, f"{name}-{width}-{scheme}")
+            context.close()
+
+
+def look(page, name: str) -> None:
+    """A picture for the matrix, after checking the page does not scroll sideways."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    if overflow > 0:
+        raise AssertionError(f"{name}: the page is {overflow} px wider than the window")
+    page.screenshot(path=MATRIX / f"{name}.png", full_page=True)
 
 
 def other_conversations(stack: Stack) -> None:

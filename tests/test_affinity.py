@@ -62,7 +62,7 @@ def worker_of(stack, job_id: int) -> str:
 def test_two_workers_each_conversation_stays_on_its_worker_and_never_waits_for_a_busy_one(stack):
     stack.start_web()
     for _ in range(2):
-        stack.start_worker(env={"LLM_THREADS": "1"})
+        stack.start_worker(env={"LLM_THREADS": "1", "LLM_PARALLEL": "1"})  # busy: its one slot is taken
     conversations = {name: [] for name in ("a", "b")}
     for turn, name in enumerate("aababb"):
         conversations[name].append(stack.submit(user_input=f"Say {turn}.", session_id=name, max_tokens=4)["job_id"])

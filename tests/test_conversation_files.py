@@ -138,6 +138,14 @@ def test_turns_that_have_not_ended_are_left_out_and_a_message_without_its_job_ro
     assert without(again, "exported_at", "conversation_id") == without(original, "exported_at", "conversation_id")
 
 
+def test_a_job_imported_without_its_end_time_is_shown_without_a_duration(client, api_headers):
+    file = conversation_file("no-end", ("Hello", "Hi"))
+    file["turns"][0]["job"]["processed_at"] = None  # as Schemathesis sent it: the view answered 500
+    assert import_(client, api_headers, file).status_code == 201
+    listed = client.get("/chat/api/jobs", headers=api_headers)
+    assert listed.status_code == 200 and listed.json["jobs"][0]["usage"]["duration_ms"] is None
+
+
 REMOVE = object()
 
 

@@ -29,7 +29,7 @@ FIELDS = ["prompt", "model", "system_prompt", "max_tokens", "temperature", "top_
 SPECIAL = st.sampled_from([str(2**64), str(2**63), "²", "١", "/x\r\nSet-Cookie: a=b", "-1", str(10**30), "1e400", "nan",
                            "", "0", "1", "2", "3", "1-0", "done", MODEL, "\r\n", "%00", "../x", "ui-abc", "c",
                            "greeting", "greeting@1", "file-c", "batch_c", "batch", "output", "input",
-                           "/v1/chat/completions", "24h"])
+                           "/v1/chat/completions", "24h", "resp_1", "resp_2"])
 texts = st.one_of(SPECIAL, SPECIAL, st.text(max_size=40))
 ids = st.one_of(st.integers(min_value=0, max_value=2**70).map(str), texts.filter(lambda text: text != ""))
 # JSON text may also hold what no URL or header can: lone surrogates.
@@ -58,10 +58,26 @@ json_bodies = st.one_of(json_values, st.fixed_dictionaries({"user_input": json_t
     "variables": json_values, "messages": json_values, "metadata": json_values}),
     st.fixed_dictionaries({"input_file_id": texts, "endpoint": texts, "completion_window": texts},
                           optional={"metadata": json_values}),
-    st.fixed_dictionaries({"name": json_texts, "text": json_texts}))
+    st.fixed_dictionaries({"name": json_texts, "text": json_texts}),
+    # Ollama's: no "stream", so an accepted call streams (with no worker here, a whole answer would wait for ever).
+    st.fixed_dictionaries({"model": texts}, optional={
+        "messages": st.one_of(json_values, st.lists(st.fixed_dictionaries({"role": st.sampled_from(
+            ["user", "assistant", "system", "tool"]), "content": json_values}), max_size=3)),
+        "prompt": json_texts, "system": json_values, "options": st.one_of(json_values, st.dictionaries(st.sampled_from(
+            ["temperature", "num_predict", "seed", "stop", "mirostat", "num_ctx", "typical_p"]), json_values)),
+        "format": json_values, "tools": json_values, "keep_alive": json_values, "name": texts}),
+    # /v1/responses and /v1/completions: streamed, so a valid one is answered at once (these tests run no worker).
+    st.fixed_dictionaries({"model": texts, "input": json_values, "stream": st.just(True)}, optional={
+        name: json_values for name in ("instructions", "max_output_tokens", "temperature", "text", "tools",
+                                       "truncation", "tool_choice", "metadata", "user", "previous_response_id")}),
+    st.fixed_dictionaries({"model": texts, "input": texts, "previous_response_id": texts, "stream": st.just(True)}),
+    st.fixed_dictionaries({"model": texts, "prompt": json_values, "stream": st.just(True)}, optional={
+        name: json_values for name in ("max_tokens", "echo", "logprobs", "best_of", "suffix", "n", "stop")}))
 DEEP = "[" * 100_000 + "]" * 100_000
 # The routes that read a JSON body of their own, and those that take a file (multipart/form-data).
-JSON_BODIES = ("/submit", "/api/conversations/import", "/api/prompt-templates", "/v1/batches", "/chat/completions")
+JSON_BODIES = ("/submit", "/api/conversations/import", "/api/prompt-templates", "/v1/batches", "/chat/completions",
+               "/v1/responses", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate", "/api/show",
+               "/api/embed", "/api/embeddings")
 FILE_BODIES = ("/v1/files", "/chat/conversations/import")
 
 
@@ -78,6 +94,14 @@ requests = st.tuples(st.integers(min_value=0, max_value=10_000), st.lists(ids, m
                      st.fixed_dictionaries({name: texts for name in NAMES}),
                      st.fixed_dictionaries({name: texts for name in FIELDS}), json_bodies,
                      st.one_of(st.none(), texts))
+
+
+@pytest.fixture
+def environ(environ):
+    """No model may embed here: these tests run no worker, and an embedding request (never streamed) that passed
+    every check would wait for ever; refused, it still goes through the parsing and every check before the model's
+    own."""
+    return {**environ, "SMOLLM2_135M_EMBEDDINGS": "false", "GEMMA3_270M_EMBEDDINGS": "false"}
 
 
 @pytest.fixture
@@ -120,7 +144,7 @@ def send(client, rule, choice, extra_headers: dict):
     return status
 
 
-def all_routes(prefix: str, exclude: str | None = None) -> list[str]:
+def all_routes(prefix: str, exclude: tuple[str, ...] | None = None) -> list[str]:
     """Each route as "endpoint path": one path may have a rule per method (GET and POST /v1/batches)."""
     from app import create_app
     from config import load_settings
@@ -138,14 +162,14 @@ def rule_of(app, route: str):
 EXAMPLES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.parametrize("path", all_routes("/chat/api") + all_routes("/chat/v1"))
+@pytest.mark.parametrize("path", all_routes("/chat/api") + all_routes("/chat/v1") + all_routes("/chat/ollama"))
 @EXAMPLES
 @given(choice=requests)
 def test_no_api_input_is_a_500(client, api_headers, anything, app, path, choice):
     assert send(client, rule_of(app, path), choice, api_headers) < 500
 
 
-@pytest.mark.parametrize("path", all_routes("/chat", exclude="/chat/api"))
+@pytest.mark.parametrize("path", all_routes("/chat", exclude=("/chat/api", "/chat/ollama")))
 @EXAMPLES
 @given(choice=requests)
 def test_no_page_input_is_a_500(signed_in, anything, app, path, choice):
@@ -156,7 +180,8 @@ def test_no_page_input_is_a_500(signed_in, anything, app, path, choice):
 
 
 @pytest.mark.parametrize("path", ["/chat/api/submit", "/chat/api/prompt-templates", "/chat/api/conversations/import",
-                                  "/chat/v1/batches", "/chat/v1/chat/completions"])
+                                  "/chat/v1/batches", "/chat/v1/chat/completions", "/chat/v1/responses",
+                                  "/chat/v1/completions"])
 @pytest.mark.parametrize("body", [DEEP, '{"input_file_id": "file-c", "metadata": {"a": ' + DEEP + "}}"])
 def test_a_body_nested_too_deeply_is_a_400(client, api_headers, path, body):
     answer = client.post(path, data=body, content_type="application/json", headers=api_headers)
@@ -211,6 +236,21 @@ def test_the_job_pages_show_any_stored_job(signed_in, anything, variables, param
                    completion_tokens=numbers[2], first_token_ms=numbers[3])
     for path in (f"/chat/jobs/{job.id}", f"/chat/jobs/{job.id}/answer", "/chat/jobs", "/chat/conversations/c"):
         assert signed_in.get(path).status_code in (200, 302), path  # an answer's fragment may send to its page
+
+
+@settings(EXAMPLES, max_examples=30)
+@given(params=st.dictionaries(st.sampled_from(["max_tokens", "temperature", "top_p", "stop", "other"]),
+                              stored_json_values),
+       model=st.sampled_from([MODEL, "a-model-no-longer-offered"]), status=st.sampled_from(list(JobStatus)),
+       tokens=st.one_of(st.none(), st.integers(-2**31, 2**31 - 1)))
+def test_any_stored_job_is_a_response(client, api_headers, anything, params, model, status, tokens):
+    """GET /v1/responses/{id} shows any job of the key's user, also one whose model is no longer offered or whose
+    params an older version stored."""
+    job = add_turn("c", "Hi", status, "Hi", result="Hi", params=params, completion_tokens=tokens)
+    job.model = model
+    db.session.commit()
+    answer = client.get(f"/chat/v1/responses/resp_{job.id}", headers=api_headers)
+    assert answer.status_code == 200 and answer.json["id"] == f"resp_{job.id}"
 
 
 @pytest.mark.parametrize("method, path, kwargs", [

@@ -3,10 +3,12 @@
 from datetime import timedelta
 
 from flask_migrate import upgrade
+from rq import Queue
+from rq.job import JobStatus as RQStatus
 
 import worker
 from app import create_app, jobs
-from app.jobs import reconciler, running
+from app.jobs import queues, reconciler, running
 from app.keys import create_key
 from app.extensions import db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
@@ -74,6 +76,20 @@ def test_a_job_redis_never_got_is_enqueued_by_the_reconciler(app, owner, work):
     work()
     db.session.refresh(job)
     assert job.status == "done"
+
+
+def test_a_job_a_worker_popped_is_enqueued_again_only_once_that_worker_is_gone(app, owner):
+    job = jobs.submit(owner.id, "c-5", "hello", MODEL, None, {})
+    queue = Queue(jobs.queue_name(MODEL, job.priority), connection=app.redis)
+    rq_job = queue.fetch_job(jobs.rq_id(job.id))
+    queue.remove(rq_job)  # popped by a worker, which is about to claim the row
+    rq_job.set_status(RQStatus.STARTED)
+    rq_job.started_at = utcnow()
+    rq_job.save()
+    assert jobs.reconcile()["enqueued"] == 0  # a duplicate would count as a turn waiting (app/worker_slots.py)
+    rq_job.started_at = utcnow() - timedelta(seconds=queues.CLAIMING + 1)
+    rq_job.save()  # that worker died before its claim
+    assert jobs.reconcile()["enqueued"] == 1 and queue.get_job_ids() == [jobs.rq_id(job.id)]
 
 
 def test_history_is_trimmed_oldest_first_and_the_system_prompt_kept(model_cache):

@@ -192,7 +192,7 @@ def test_templates_are_made_edited_and_their_history_read_in_the_ui(signed_in):
     assert "Saved greeter@2." in page and "version 2" in page and "Save as version 3" in page
     assert "greeter@1" in page and 'href="/chat/prompt-templates/greeter?version=1"' in page
     old = signed_in.get("/chat/prompt-templates/greeter?version=1").text
-    assert "<pre class=\"plain template-text\">Greet {{name}}.\n</pre>" in old and "version 1 of 2" in old
+    assert "<pre class=\"plain template-text\" tabindex=\"0\">Greet {{name}}.\n</pre>" in old and "version 1 of 2" in old
     listed = signed_in.get("/chat/prompt-templates").text
     assert "<code>name</code> <code>language</code>" in listed
     assert signed_in.get("/chat/prompt-templates/greeter?version=7").status_code == 404
@@ -210,7 +210,7 @@ def test_a_bad_template_form_is_explained_and_saves_nothing(signed_in):
 def test_the_chat_form_offers_templates_asks_for_their_variables_and_the_job_records_the_version(signed_in, user):
     form_post(signed_in, "/chat/prompt-templates", name="greeter", text=GREETER)
     page = signed_in.get("/chat/conversations/new").text
-    assert '<option value="greeter">greeter (v1)</option>' in page
+    assert '<optgroup label="greeter"><option value="greeter">greeter (v1)</option></optgroup>' in page
     fields = signed_in.htmx("GET", "/chat/prompt-template-fields?prompt_template=greeter&variable-name=Ann").text
     assert 'name="variable-name" value="Ann"' in fields and 'name="variable-language" value=""' in fields
 
@@ -230,3 +230,22 @@ def test_the_chat_form_offers_templates_asks_for_their_variables_and_the_job_rec
     assert 'name="variable-language" value="Welsh"' in sent.text
     detail = signed_in.get(f"/chat/jobs/{job.id}").text
     assert "greeter@1</a>" in detail and "<code>language</code> = “Welsh”" in detail
+
+
+def test_the_chat_form_offers_earlier_versions_and_the_job_records_the_one_chosen(signed_in, user):
+    form_post(signed_in, "/chat/prompt-templates", name="greeter", text="Greet {{name}}.")
+    form_post(signed_in, "/chat/prompt-templates", name="greeter", text=GREETER)
+    page = signed_in.get("/chat/conversations/new").text
+    assert ('<optgroup label="greeter"><option value="greeter">greeter (v2)</option>'
+            '<option value="greeter@1">greeter (v1)</option></optgroup>') in page
+    fields = signed_in.htmx("GET", "/chat/prompt-template-fields?prompt_template=greeter@1").text
+    assert "Greet {{name}}." in fields and 'name="variable-name"' in fields and "variable-language" not in fields
+    assert 'href="/chat/prompt-templates/greeter?version=1">greeter@1</a>' in fields
+
+    sent = signed_in.htmx("POST", "/chat/conversations/ui-t/messages", data={
+        "prompt": "Hi", "model": MODEL, "prompt_template": "greeter@1", "variable-name": "Ann"})
+    job = db.session.scalar(select(Job))
+    assert (job.prompt_template.ref, job.system_prompt) == ("greeter@1", "Greet Ann.")
+    assert '<option selected value="greeter@1">' in sent.text  # the next prompt keeps the earlier version
+    form_post(signed_in, "/chat/prompt-templates", name="greeter", text="Hello {{name}}.")
+    assert '<option selected value="greeter@1">' in signed_in.get("/chat/conversations/ui-t").text

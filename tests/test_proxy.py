@@ -1,68 +1,37 @@
 """Behind a reverse proxy (TRUST_PROXY): a real proxy process on loopback in front of a real `python wsgi.py`, so
 sign-in limits count per client address and cookies are Secure when the client came over https."""
 
-import http.client
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from config import ConfigError, load_settings
+from tests import relays
 from tests.stack import CSRF_TOKEN, MODEL_PATHS
 
 PASSWORD = "a long password"
 CLIENT = "X-Test-Client"  # the proxy's client address, as the test says it is for each request
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
-class Forwarder(BaseHTTPRequestHandler):
+class Forwarder(relays.Forwarder):
     """What nginx's `proxy_pass` does with the snippet in docs/deployment.md: the request goes on to the web process
     with X-Forwarded-For (the client), X-Forwarded-Proto (https: TLS ended here) and X-Forwarded-Host."""
 
-    upstream: tuple[str, int]
-
-    def forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        headers = {name: value for name, value in self.headers.items()
-                   if name.lower() not in HOP_BY_HOP and name != CLIENT}
+    def upstream_headers(self) -> dict[str, str]:
+        headers = {name: value for name, value in super().upstream_headers().items() if name != CLIENT}
         headers.update({"X-Forwarded-For": self.headers[CLIENT], "X-Forwarded-Proto": "https",
                         "X-Forwarded-Host": self.headers["Host"]})
-        upstream = http.client.HTTPConnection(*self.upstream, timeout=30)
-        try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            answer = upstream.getresponse()
-            content = answer.read()
-            self.send_response(answer.status)
-            for name, value in answer.getheaders():
-                if name.lower() not in HOP_BY_HOP | {"content-length"}:
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(content)))
-            self.end_headers()
-            self.wfile.write(content)
-        finally:
-            upstream.close()
-
-    do_GET = do_POST = forward
-
-    def log_message(self, *args) -> None:
-        pass
+        return headers
 
 
 @pytest.fixture
 def proxy(stack):
     """The address of a proxy in front of the stack's web process (which the test starts), and TRUST_PROXY on."""
     stack.env["TRUST_PROXY"] = "1"
-    upstream = urlsplit(stack.url)
-    handler = type("StackForwarder", (Forwarder,), {"upstream": (upstream.hostname, upstream.port)})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}{upstream.path}"
-    server.shutdown()
-    server.server_close()
+    with relays.relay(stack.url, Forwarder) as url:
+        yield url
 
 
 def login_form(proxy: str, client: str) -> tuple[str, str, str]:

@@ -29,6 +29,8 @@ REFUSALS = {  # how each refusal is asked for, and its status and code everywher
 FACES = {
     "api": set(REFUSALS),
     "v1": set(REFUSALS) - {"callback not allowed"},
+    "v1 responses": set(REFUSALS) - {"callback not allowed"},
+    "v1 completions": set(REFUSALS) - {"callback not allowed"},
     "chat form": {"unknown model", "prompt too long", "bad parameter"},
     "batch line": {"unknown model", "prompt too long", "bad parameter"},
     "regenerate": {"unknown model", "prompt too long"},
@@ -91,6 +93,20 @@ def through_v1(ask_client, ask: dict, fixture) -> tuple[int, str]:
     return answer.status_code, openai_code(answer.json["error"])
 
 
+def through_v1_responses(ask_client, ask: dict, fixture) -> tuple[int, str]:
+    body, headers = v1_request(ask)
+    body["input"] = body.pop("messages")[0]["content"]
+    answer = ask_client("/v1/responses", body, headers)
+    return answer.status_code, openai_code(answer.json["error"])
+
+
+def through_v1_completions(ask_client, ask: dict, fixture) -> tuple[int, str]:
+    body, headers = v1_request(ask)
+    body["prompt"] = body.pop("messages")[0]["content"]
+    answer = ask_client("/v1/completions", body, headers)
+    return answer.status_code, openai_code(answer.json["error"])
+
+
 def through_chat_form(ask_client, ask: dict, fixture) -> tuple[int, str]:
     fields = {"prompt": ask.get("user_input", "Hello"), "model": ask.get("model", MODEL)}
     fields.update({name: ask[name] for name in ("temperature",) if name in ask})
@@ -124,7 +140,8 @@ def refused_code(html: str) -> str:
     return re.search(r'data-refused="([a-z_]+)"', html).group(1)
 
 
-THROUGH = {"api": through_api, "v1": through_v1, "chat form": through_chat_form, "batch line": through_batch_line,
+THROUGH = {"api": through_api, "v1": through_v1, "v1 responses": through_v1_responses,
+           "v1 completions": through_v1_completions, "chat form": through_chat_form, "batch line": through_batch_line,
            "regenerate": through_regenerate}
 
 

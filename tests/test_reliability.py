@@ -167,9 +167,12 @@ def test_time_limit_ends_the_job_with_its_partial_text(stack):
 
 
 def test_interactive_job_submitted_last_starts_next(stack):
+    stack.env["LLM_PARALLEL"] = "1"  # one slot: the order jobs start in is the queue's (tests/test_batching.py: many)
     stack.start_web()
     stack.start_worker()
-    busy = stack.submit(user_input="Write a long story.", max_tokens=60, session_id="busy")["job_id"]
+    # Interactive itself: a running batch job would give its place up to the urgent one (docs/batching.md).
+    busy = stack.submit(user_input="Write a long story.", max_tokens=60, session_id="busy",
+                        priority="interactive")["job_id"]
     wait_for_text(stack, busy)
     batch = [stack.submit(user_input=f"Batch {n}.", session_id=f"batch-{n}", max_tokens=4)["job_id"] for n in range(10)]
     urgent = stack.submit(user_input="Urgent!", session_id="urgent", priority="interactive", max_tokens=4)["job_id"]
@@ -201,6 +204,7 @@ def test_aged_batch_job_is_not_overtaken_forever(stack):
 
 
 def test_queue_position_counts_down(stack):
+    stack.env["LLM_PARALLEL"] = "1"  # one slot: the three start one after another
     stack.start_web()
     ids = [stack.submit(user_input=f"Describe {n}.", session_id=f"q-{n}", max_tokens=24)["job_id"] for n in range(3)]
     assert [stack.get(f"/api/jobs/{job_id}")["queue_position"] for job_id in ids] == [1, 2, 3]

@@ -92,11 +92,11 @@ def test_twenty_deliveries_leave_the_worker_serving_in_the_same_loop(stack, tmp_
     """Each delivery used to end rq's loop ("found an unhandled exception, quitting"), so the worker started anew
     under another rq name and /readyz counted the ghosts."""
     receiver = Receiver(failures=0)
-    stack.env.update(CALLBACK_ALLOWED_HOSTS=f"127.0.0.1:{receiver.server_address[1]}")
+    stack.env.update(CALLBACK_ALLOWED_HOSTS=f"127.0.0.1:{receiver.server_address[1]}", LLM_PARALLEL="2")
     stack.start_web()
     worker = stack.start_worker()
     redis = Redis.from_url(stack.env["REDIS_URL"])
-    wait_for(lambda: len(Worker.all(connection=redis)) == 1)
+    wait_for(lambda: len(Worker.all(connection=redis)) == 2)  # an rq worker per slot
     rq_names = [w.name for w in Worker.all(connection=redis)]
     ids = [stack.submit(user_input=f"Say {n}.", max_tokens=2, session_id=f"hook-{n}",
                         callback_url=receiver.url)["job_id"] for n in range(20)]

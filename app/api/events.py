@@ -5,9 +5,6 @@ session while it waits (sessions are opened per check). Each open stream holds o
 whole life, so it takes one of the app's reader slots (per key and per process), or gets 429.
 """
 
-import json
-import re
-
 from flask import Response, request, stream_with_context
 
 from app import follow, job_views
@@ -15,20 +12,12 @@ from app.api import bp
 from app.api.routes import get_job
 from app.errors import APIError
 from app.extensions import db
+from app.follow import sse
 from app.keys import presented_key, take_reader_slot
-
-# A Redis stream entry id: two unsigned 64-bit numbers, ASCII digits only.
-EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-
-
-def sse(event: str, data: dict, event_id: str | None = None) -> str:
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
 def resume_point(value: str) -> str:
-    found = EVENT_ID.fullmatch(value)
-    if not found or any(int(part) >= 2**64 for part in found.groups()):
+    if follow.event_id(value) is None:
         raise APIError(400, "invalid_request", "Last-Event-ID must be an event id from this stream, like "
                                                "'1700000000000-0'")
     return value

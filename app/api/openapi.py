@@ -3,7 +3,7 @@
 from app.api.schemas import PromptTemplateRequest, SubmitRequest
 from app.conversation_files import ConversationFile
 from app.submissions import SESSION_ID
-from app.models import JobStatus, Priority
+from app.models import JobKind, JobStatus, Priority
 from app.openapi import Part, answer, errors, json_content, ref
 
 NULLABLE_INT = {"type": ["integer", "null"]}
@@ -11,11 +11,14 @@ NULLABLE_STRING = {"type": ["string", "null"]}
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "string"}}}
 JOB = {
     "type": "object",
-    "required": ["id", "conversation_id", "user_input", "model", "system_prompt", "prompt_template", "variables",
+    "required": ["id", "kind", "conversation_id", "user_input", "model", "system_prompt", "prompt_template", "variables",
                  "params", "status", "result", "error", "priority", "attempts", "request_id", "queue_position",
                  "eta_seconds", "created_at", "started_at", "processed_at", "usage", "callback"],
     "properties": {
         "id": {"type": "integer"}, "conversation_id": {"type": "string"}, "user_input": {"type": "string"},
+        "kind": {"enum": [kind.value for kind in JobKind], "description": (
+            "chat: user_input is the prompt, result the answer; embedding: user_input is the inputs and result the "
+            "vectors, each as JSON text (docs/openai.md, Embeddings)")},
         "model": {"type": "string"}, "system_prompt": NULLABLE_STRING, "params": {"type": "object"},
         "prompt_template": {**NULLABLE_STRING, "description": "name@version the system prompt was filled from"},
         "variables": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},

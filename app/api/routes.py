@@ -120,6 +120,7 @@ def models():
                 "params": settings.params_for(key).model_dump(),
                 "queue_depth": progress.queue_depth(key),
                 "workers": progress.live_workers(key),
+                "sequences": progress.sequences_of(key),
             }
             for key in settings.offered_models
         ],

@@ -1,7 +1,7 @@
 """The job core: a job's life from submit to its end, one idea per module, as rq's own `job.py`, `queue.py` and
 `registry.py` are (docs/architecture.md maps where a request goes, file by file).
 
-- lifecycle: every status change, through the one `transition`: submit, regenerate, claim, finish, requeue, cancel
+- lifecycle: every status change, through the one `transition`: submit, regenerate, claim, finish, hand_back, cancel
 - queues: Redis's side: queue names, rq ids, enqueue with conversation affinity, hand-over, held batch lines let in
   by turns, what Redis still holds
 - store: writing jobs, conversations and messages in short transactions, one writer at a time on SQLite
@@ -18,13 +18,15 @@ The names callers use are re-exported here (`from app import jobs; jobs.submit(.
 from app.jobs.imported import ConversationExists, add_ended
 from app.jobs.lifecycle import (AlreadyFinished, AlreadySubmitted, NotRegenerable, QueueUnavailable, cancel, regenerate,
                                 submit)
-from app.jobs.queues import RQ_PREFIX, enqueue, hand_over, queue_name, release_lines, rq_id, worker_queues
+from app.jobs.queues import (RQ_PREFIX, enqueue, hand_over, interactive_waiting, queue_name, release_lines, rq_id,
+                             worker_queues)
 from app.jobs.reconciler import HEARTBEAT_INTERVAL, heartbeat, reconcile
 from app.jobs.running import run
 
 __all__ = ["ConversationExists", "add_ended",
            "AlreadyFinished", "AlreadySubmitted", "NotRegenerable", "QueueUnavailable", "cancel", "regenerate",
            "submit",
-           "RQ_PREFIX", "enqueue", "hand_over", "queue_name", "release_lines", "rq_id", "worker_queues",
+           "RQ_PREFIX", "enqueue", "hand_over", "interactive_waiting", "queue_name", "release_lines", "rq_id",
+           "worker_queues",
            "HEARTBEAT_INTERVAL", "heartbeat", "reconcile",
            "run"]

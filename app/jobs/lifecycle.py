@@ -1,5 +1,5 @@
 """A job's status, from submit to its end: every change goes through `transition` (a conditional UPDATE, so
-duplicate deliveries and late workers change nothing): submit, regenerate, claim, finish, requeue, cancel.
+duplicate deliveries and late workers change nothing): submit, regenerate, claim, finish, hand_back, cancel.
 
 The database row is the truth and Redis is the transport: a row is committed before it is enqueued, and the
 reconciler (app/jobs/reconciler.py) repairs whatever Redis lost. No status changes but through `transition`: the
@@ -20,7 +20,7 @@ from app import streams, submissions, webhooks
 from app.extensions import current, db
 from app.jobs.queues import enqueue, forget_queued
 from app.jobs.store import add_job, commit_keeping, ensure_conversation, one_writer, title
-from app.models import Conversation, Job, JobStatus, Message, Priority, PromptTemplate, utcnow
+from app.models import Conversation, Job, JobKind, JobStatus, Message, Priority, PromptTemplate, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,16 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
            priority: str = Priority.BATCH.value, api_key_id: int | None = None,
            conversation_id: str | None = None, history: list[list[str | None]] | None = None,
            idempotency: tuple[str, str] | None = None, callback_url: str | None = None,
-           prompt_template: PromptTemplate | None = None, variables: dict[str, str] | None = None) -> Job:
+           prompt_template: PromptTemplate | None = None, variables: dict[str, str] | None = None,
+           kind: str = JobKind.CHAT.value) -> Job:
     """Commit the job and its user message in the owner's conversation `session_id` (made if new, with the internal
     id `conversation_id` if given), then enqueue. `history` ([user, assistant] pairs) replaces the conversation's
     stored turns in the prompt; `idempotency` is the request's (Idempotency-Key, digest); `callback_url` gets the
     job's JSON when it ends (app/webhooks.py); `prompt_template` and `variables` are what the system prompt was
-    filled from. A key's submits are refused over its cap on waiting jobs
+    filled from; `kind` what it computes (app/models.py: JobKind). A key's submits are refused over its cap on waiting jobs
     (submissions.claim_queue_room). If Redis is down the job is still accepted: the reconciler enqueues it when Redis
     is back."""
-    extra = dict(zip(("idempotency_key", "request_digest"), idempotency or ()))
+    extra = dict(zip(("idempotency_key", "request_digest"), idempotency or ()), kind=kind)
     if prompt_template:
         extra.update(prompt_template_id=prompt_template.id, prompt_variables=variables)
     if callback_url:
@@ -129,21 +130,27 @@ def claim(job_id: int, worker: str) -> Job | None:
     return db.session.get(Job, job_id) if claimed else None
 
 
-def requeue(job: Job, attempt: int) -> None:
-    """The worker is shutting down: hand the job back at once; an attempt cut short this way is not counted."""
+def hand_back(job: Job, attempt: int, why: str) -> bool:
+    """Give the running job back to the queue (the worker is stopping, or the job gave its place up to an
+    interactive turn); an attempt cut short this way is not counted. The worker pushes it to the front of its queue
+    once rq is done with this run (worker.py: pushed during the run, the run's end would mark the new entry
+    finished, and the reconciler would enqueue the job a second time)."""
     if transition(*owned(job.id, attempt), status=JobStatus.QUEUED.value, attempts=attempt - 1, worker=None):
-        log.info("job %s handed back to the queue: the worker is stopping", job.id)
-        enqueue(job)
+        log.info("job %s handed back to the queue: %s", job.id, why)
+        return True
+    return False
 
 
 def finish(job: Job, attempt: int, status: JobStatus, text: str, code: str | None, message: str | None,
-           **usage) -> None:
+           shown: str | None = None, **usage) -> None:
     """Record the outcome once, with the answer message in the same commit: only the attempt that owns the row
-    may finish it, so a retried job never stores its answer twice."""
+    may finish it, so a retried job never stores its answer twice. `shown` is the message's text when it is not the
+    result (an embedding job's vectors are summed up in a line, app/embeddings.py)."""
 
     def store_answer() -> None:
         if text or status == JobStatus.DONE:
-            db.session.add(Message(conversation_id=job.conversation_id, role="assistant", content=text, job_id=job.id))
+            db.session.add(Message(conversation_id=job.conversation_id, role="assistant",
+                                   content=text if shown is None else shown, job_id=job.id))
             db.session.execute(update(Conversation).where(Conversation.id == job.conversation_id)
                                .values(updated_at=utcnow()))
 

@@ -22,9 +22,11 @@ from app.models import Batch, Job, JobStatus, Priority, utcnow
 log = logging.getLogger(__name__)
 
 ENTRY_POINT = "app.jobs.run"  # app/jobs/running.py: run, re-exported by the package
-# A queued row whose RQ job is "started" was popped by a worker that died (or is claiming it right now:
-# the duplicate that re-enqueuing then makes is skipped by the claim), so only these count as waiting.
 WAITING_IN_REDIS = {RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED}
+# A queued row whose RQ job "started" this recently is being claimed right now (or handed back by its run); one
+# that started longer ago was popped by a worker that died. Enqueued again too early, the duplicate is skipped
+# by the claim, but counts meanwhile as an interactive turn waiting, for which a batch line gives its place up.
+CLAIMING = 20
 
 
 def queue_name(model: str, priority: str) -> str:
@@ -52,9 +54,10 @@ def job_id_of(rq_job_id: str | bytes) -> int:
     return int(text.removeprefix(RQ_PREFIX))
 
 
-def enqueue(job: Job, priority: str | None = None, worker: str | None = None) -> bool:
+def enqueue(job: Job, priority: str | None = None, worker: str | None = None, at_front: bool = False) -> bool:
     """Push the job to the worker that holds its conversation's KV state if that worker is idle, or to `worker`
-    (the one finishing the previous turn right now), else to its model's queue (app/affinity.py)."""
+    (the one finishing the previous turn right now), else to its model's queue (app/affinity.py); `at_front`: a
+    job that gave its place up comes next."""
     redis = current().redis
     try:
         holder = worker or _state_holder(job)
@@ -63,18 +66,19 @@ def enqueue(job: Job, priority: str | None = None, worker: str | None = None) ->
             _push(own, job)
             if worker or affinity.is_idle(redis, holder) or not own.remove(rq_id(job.id)):
                 return True  # still idle, or it took the job already, or handed it over itself
-        _push(Queue(queue_name(job.model, priority or job.priority), connection=redis), job)
+        _push(Queue(queue_name(job.model, priority or job.priority), connection=redis), job, at_front)
     except RedisError as exc:
         log.warning("job %s accepted but not enqueued yet (%s); the reconciler will enqueue it", job.id, exc)
         return False
     return True
 
 
-def _push(queue: Queue, job: Job) -> None:
+def _push(queue: Queue, job: Job, at_front: bool = False) -> None:
     # One pipeline for all of rq's writes: without one, rq sends the queue's registration and the job apart.
     with queue.connection.pipeline() as pipe:
         queue.enqueue(ENTRY_POINT, job.id, job_id=rq_id(job.id), job_timeout=current().settings.job_timeout + 60,
-                      result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}", pipeline=pipe)
+                      result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}", pipeline=pipe,
+                      at_front=at_front)
         pipe.execute()
 
 
@@ -113,6 +117,15 @@ def release_lines(api_key_id: int | None) -> int:
     return len(released)
 
 
+def interactive_waiting(models: list[str], worker: str) -> int:
+    """How many turns wait in `worker`'s own queue and the interactive queues of `models`."""
+    names = [affinity.worker_queue(worker), *(queue_name(model, Priority.INTERACTIVE.value) for model in models)]
+    with current().redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(Queue(name, connection=current().redis).key)
+        return sum(pipe.execute())
+
+
 def hand_over(worker: str) -> None:
     """Move the turns waiting in `worker`'s own queue to the shared queues: it has become busy, or is stopping."""
     redis = current().redis
@@ -140,4 +153,8 @@ def pending_in(rq_job_id: str, queue: str) -> bool:
     since = utcnow() - timedelta(seconds=affinity.UNCLAIMED)
     recently = rq_job.enqueued_at is not None and rq_job.enqueued_at.replace(tzinfo=None) > since
     held = rq_job.origin.startswith(affinity.PREFIX) and recently
-    return rq_job.get_status(refresh=False) in WAITING_IN_REDIS and (rq_job.origin == queue or held)
+    status = rq_job.get_status(refresh=False)
+    if status == RQStatus.STARTED:
+        claiming = utcnow() - timedelta(seconds=CLAIMING)
+        return rq_job.started_at is not None and rq_job.started_at.replace(tzinfo=None) > claiming
+    return status in WAITING_IN_REDIS and (rq_job.origin == queue or held)

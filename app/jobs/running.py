@@ -1,30 +1,35 @@
-"""Running a job inside a worker, in an app context: the RQ entry point, and generation with the warm model."""
+"""Running a job inside a worker, in an app context: the RQ entry point, and generation (or embedding) with the warm
+model."""
 
 import logging
 import time
 
 from rq.timeouts import JobTimeoutException
 
-from app import logs, metrics, streams
+from app import embeddings, logs, metrics, streams
 from app.extensions import current, db
-from app.jobs.lifecycle import (QUEUE_WAIT_EXPIRED, claim, enqueue_next_turn, finish, requeue, transition,
+from app.jobs.lifecycle import (QUEUE_WAIT_EXPIRED, claim, enqueue_next_turn, finish, hand_back, transition,
                                 waited_too_long)
 from app.jobs.queues import release_lines
-from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
-from app.models import Job, JobStatus, conversation_turns, utcnow
+from app.llm import ContextTooLong, ModelLoadError, Sequence, Turn, fit_prompt
+from app.models import Job, JobKind, JobStatus, conversation_turns, utcnow
 
 log = logging.getLogger(__name__)
 
 
 def run(job_id: int) -> str:
     """RQ entry point. Never raises for a model problem: the job row records it instead."""
-    job = claim(job_id, current().worker_name)
+    app = current()
+    if app.stopping.is_set():  # a slot of a stopping worker took it from Redis: back to the front, unclaimed
+        app.worker_slots.hand_back(job_id)
+        return "handed back"
+    job = claim(job_id, app.worker_name)
     if job is not None and job.batch_id:
         release_lines(job.api_key_id)  # this key's next line takes the place this one leaves in the queue
     if job is not None:
         logs.request_id.set(job.request_id)
         log.info("job %s started on %s (attempt %s, model %s)", job.id, job.worker, job.attempts, job.model)
-        status = _generate(job, job.attempts)
+        status = (_embed if job.kind == JobKind.EMBEDDING.value else _generate)(job, job.attempts)
         log.info("job %s ended %s", job_id, status)
     elif transition(Job.id == job_id, Job.status == JobStatus.QUEUED.value, waited_too_long(),
                     processed_at=utcnow(), **QUEUE_WAIT_EXPIRED):
@@ -32,7 +37,7 @@ def run(job_id: int) -> str:
         status = JobStatus.ERROR.value
     else:
         return "skipped"
-    enqueue_next_turn(db.session.get(Job, job_id), current().worker_name)
+    enqueue_next_turn(db.session.get(Job, job_id), app.worker_name)
     return status
 
 
@@ -51,23 +56,26 @@ def _generate(job: Job, attempt: int) -> str:
         prompt = fit_prompt(model, job.system_prompt, history(job), job.user_input, params.max_tokens,
                             settings.safety_margin)
         usage["prompt_tokens"] = len(prompt.tokens)
-        opening, restores = model.opening(job.system_prompt, prompt.tokens), model.restores
-        for piece in model.generate(prompt.tokens, params, model.stop_strings(prompt.messages), opening):
-            if not pieces:
+        sequence = Sequence(prompt.tokens, params, model.stop_strings(prompt.messages),
+                            model.opening(job.system_prompt, prompt.tokens))
+        app.worker_slots.decodes(job.id, sequence)
+        for piece in model.generate(sequence):
+            if piece and not pieces:
                 usage["first_token_ms"] = int((time.monotonic() - started) * 1000)
-            pieces.append(piece)
+            if piece:
+                pieces.append(piece)
             if writer.append(piece):
                 status = JobStatus.CANCELLED
                 break
-            if app.stopping.is_set():
+            if app.stopping.is_set() or app.worker_slots.must_yield(job.id):
                 status = JobStatus.QUEUED
                 break
-            if time.monotonic() > deadline:
+            if pieces and time.monotonic() > deadline:  # before any text, rq's own limit (JOB_TIMEOUT + 60 s)
                 status, code = JobStatus.ERROR, "timeout"
                 message = f"generation took longer than JOB_TIMEOUT ({settings.job_timeout} s); partial text kept"
                 break
         writer.flush()  # the last tokens reach readers before the job's end is recorded
-        metrics.count_restores(app.redis, job.model, model.restores - restores)
+        metrics.count_restores(app.redis, job.model, int(sequence.restored > 0))
         if pieces:
             usage["completion_tokens"] = len(model.llm.tokenize("".join(pieces).encode(), add_bos=False))
     except ContextTooLong as exc:
@@ -80,13 +88,43 @@ def _generate(job: Job, attempt: int) -> str:
         log.exception("job %s failed", job.id)
         status, code, message = JobStatus.ERROR, "generation_failed", f"generation failed: {exc}"
     if status == JobStatus.QUEUED:
-        requeue(job, attempt)
+        why = "the worker is stopping" if app.stopping.is_set() else "an interactive turn took its place"
+        if hand_back(job, attempt, why):
+            app.worker_slots.hand_back(job.id)
         return status.value
     usage["duration_ms"] = int((time.monotonic() - started) * 1000)
     finish(job, attempt, status, "".join(pieces), code, message, **usage)
     writer.finish(status.value)
-    if code is None:
-        model.keep_state()
+    return status.value
+
+
+def _embed(job: Job, attempt: int) -> str:
+    """A vector per input with the model's embedding context (app/llm/embedding.py), the inputs longer than the
+    context cut to it (the web process refused them where the request did not ask for that: app/embeddings.py).
+    Its stream only carries the end, which the waiting request follows; a cancel is seen between inputs."""
+    app = current()
+    writer = streams.TokenWriter(app.redis, job.id, max_entries=64)
+    writer.start(attempt)
+    status, code, message, vectors, usage = JobStatus.DONE, None, None, [], {}
+    started = time.monotonic()
+    try:
+        embedder = app.models.get(job.model).embedder
+        inputs = [embedder.tokens(text)[: embedder.n_ctx] for text in embeddings.inputs_of(job)]
+        usage["prompt_tokens"] = sum(map(len, inputs))
+        vectors = embedder.embed(inputs, cancelled=lambda: writer.append(""))
+        if vectors is None:
+            status, vectors = JobStatus.CANCELLED, []
+    except ModelLoadError as exc:
+        status, code, message = JobStatus.ERROR, "model_load_failed", str(exc)
+    except JobTimeoutException:
+        status, code, message = JobStatus.ERROR, "timeout", "the job exceeded its hard time limit"
+    except Exception as exc:  # a model failure must end the job, not leave it processing
+        log.exception("job %s failed", job.id)
+        status, code, message = JobStatus.ERROR, "embedding_failed", f"embedding failed: {exc}"
+    usage["duration_ms"] = int((time.monotonic() - started) * 1000)
+    finish(job, attempt, status, embeddings.stored_vectors(vectors) if vectors else "", code, message,
+           shown=embeddings.summary(vectors), **usage)
+    writer.finish(status.value)
     return status.value
 
 

@@ -1,5 +1,8 @@
-"""A bounded LRU of loaded models. Loading is the only slow step, so a worker does it once per model."""
+"""A bounded LRU of loaded models. Loading is the only slow step, so a worker does it once per model; each loaded
+model has one llama context, shared by its sequences (app/llm/engine.py), and another for embeddings, made on first
+use (app/llm/embedding.py)."""
 
+import contextlib
 import logging
 import os
 import threading
@@ -10,7 +13,9 @@ from dataclasses import dataclass
 
 from app.llm.settings import GenerationParams, ModelSettings, model_variable
 from app.llm.prompt import build_messages
-from app.llm.state import StateCache, common_prefix, evaluate
+from app.llm.embedding import Embedder
+from app.llm.engine import Engine, Sequence
+from app.llm.state import StateCache, common_prefix
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,8 @@ class LoadedModel:
     format_chat: Callable  # messages -> llama_cpp ChatFormatterResponse
     folds_system: bool  # the chat format drops system messages, so we fold them into the first user turn
     states: StateCache | None = None  # the worker's per-conversation KV states (None: tokenizers, or turned off)
+    engine: Engine | None = None  # None in the web process, which only tokenizes
+    embedder: Embedder | None = None  # likewise
 
     def tokenize(self, messages: list[dict]) -> list[int]:
         response = self.format_chat(messages=messages)
@@ -44,52 +51,29 @@ class LoadedModel:
         alone = self.tokenize(build_messages(system_prompt, [], "", self.folds_system))
         return common_prefix(alone, tokens)
 
-    def generate(self, tokens: list[int], params: GenerationParams, stop: list[str], opening: int = 0) -> Iterator[str]:
-        """Yield the text of each new token. The prompt is evaluated first from the longest kept state that
-        prefixes it; its state is kept for the conversation's next turn (whose prompt starts with it), and so is
-        the state after the answer (the next prompt starts with that too when the answer's text tokenizes back to
-        the same ids: `keep_state`, once the answer is out). The state after the first `opening` tokens (the system
-        prompt's) is kept as well, so a new conversation with the same system prompt starts from there."""
-        if self.states is not None:
-            self.states.restore(self.key, self.llm, tokens)
-            held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
-            if 0 < opening < len(tokens) and held < opening:
-                evaluate(self.llm, tokens[:opening])
-                self.states.save(self.key, self.llm)
-            evaluate(self.llm, tokens)
-            self.states.save(self.key, self.llm)
-        yield from self._completion(tokens, params, stop)
+    def generate(self, sequence: Sequence) -> Iterator[str]:
+        """Yield the text of each new token of `sequence` (and an empty piece now and then while it waits; closing
+        the iterator ends it). The prompt is evaluated from the longest kept state that prefixes it; the state after
+        the first `opening` tokens (the system prompt's) is kept, so a new conversation with the same system prompt
+        starts from there, and so is the state after the answer (the conversation's next prompt starts with it)."""
+        return self.engine.generate(sequence)
 
     @property
     def restores(self) -> int:
         """How many prompts started from a kept state so far (for /metrics)."""
         return self.states.hits if self.states is not None else 0
 
-    def keep_state(self) -> None:
-        """Keep the state after an answer (the next turn's prompt starts with it); called once the answer is out,
-        because copying it takes a few ms."""
-        if self.states is not None:
-            self.states.save(self.key, self.llm)
+    @property
+    def busy(self) -> bool:
+        """Jobs are running on it: it is not unloaded under them."""
+        return bool(self.engine and self.engine.busy) or bool(self.embedder and self.embedder.busy)
 
-    def _completion(self, tokens: list[int], params: GenerationParams, stop: list[str]) -> Iterator[str]:
-        chunks = self.llm.create_completion(
-            tokens,
-            stream=True,
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            repeat_penalty=params.repeat_penalty,
-            frequency_penalty=params.frequency_penalty,
-            presence_penalty=params.presence_penalty,
-            mirostat_mode=params.mirostat_mode,
-            mirostat_tau=params.mirostat_tau,
-            mirostat_eta=params.mirostat_eta,
-            seed=params.seed,
-            stop=stop + params.stop,
-        )
-        for chunk in chunks:
-            yield chunk["choices"][0]["text"]
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        if self.embedder is not None:
+            self.embedder.close()
+        self.llm.close()
 
 
 class ModelCache:
@@ -99,22 +83,36 @@ class ModelCache:
     """
 
     def __init__(self, models: dict[str, ModelSettings], capacity: int, vocab_only: bool = False,
-                 threads: int | None = None, state_bytes: int = 0):
+                 threads: int | None = None, state_bytes: int = 0, parallel: int = 1, exact: bool = False):
         self.models, self.capacity, self.vocab_only = models, capacity, vocab_only
+        self.parallel, self.exact = parallel, exact
         self.states = StateCache(state_bytes) if state_bytes and not vocab_only else None
         self.threads = threads or os.cpu_count()
         self.loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self.loads = 0
         self.lock = threading.Lock()
 
+    def close(self) -> None:
+        """Unload every model, each engine's thread ended first: at a worker's exit, the interpreter would otherwise
+        free the models in any order, under a decoding thread still running (a segfault at exit, seen once)."""
+        with self.lock:
+            while self.loaded:
+                self.loaded.popitem()[1].close()
+
+    def parallel_of(self, key: str) -> int:
+        """How many sequences model `key` decodes together (1 for tokenizers)."""
+        return 1 if self.vocab_only else self.models[key].parallel or self.parallel
+
     def get(self, key: str) -> LoadedModel:
         with self.lock:
             if key in self.loaded:
                 self.loaded.move_to_end(key)
                 return self.loaded[key]
-            while len(self.loaded) >= self.capacity:
-                _, evicted = self.loaded.popitem(last=False)
-                evicted.llm.close()
+            # A model with jobs running is never unloaded under them: then one more model stays loaded a while.
+            idle = [loaded for loaded in self.loaded.values() if not loaded.busy]
+            for evicted in idle[: max(len(self.loaded) + 1 - self.capacity, 0)]:
+                del self.loaded[evicted.key]
+                evicted.close()
                 if self.states is not None:
                     self.states.forget(evicted.key)
                 log.info("unloaded model %s", evicted.key)
@@ -145,8 +143,33 @@ class ModelCache:
         what = "tokenizer" if self.vocab_only else "model"
         log.info("loaded %s %s from %s in %.2fs", what, key, settings.path, time.perf_counter() - started)
         format_chat = chat_formatter(key, settings.chat_format, llm)
-        return LoadedModel(key, settings, llm, format_chat, folds_system=settings.chat_format in DROPS_SYSTEM,
-                           states=self.states)
+        model = LoadedModel(key, settings, llm, format_chat, folds_system=settings.chat_format in DROPS_SYSTEM,
+                            states=self.states)
+        if not self.vocab_only:
+            parallel = shared_context(llm, self.parallel_of(key), self.exact)
+            model.engine = Engine(model, parallel, cells=settings.n_ctx)
+            model.embedder = Embedder(model, settings.n_ctx, threads)
+        return model
+
+
+def shared_context(llm, parallel: int, exact: bool) -> int:
+    """Give `llm` a context of `parallel` sequences instead of the one-sequence context llama-cpp-python made (it
+    has no parameter for this); returns `parallel`. By default the sequences share the model's `n_ctx` cells
+    (unified KV: one job alone has the whole context, and memory stays that of one sequence), which interleaves
+    their cells, so a greedy answer's rounding can differ from one at a time. `exact` gives each sequence `n_ctx`
+    cells of its own and attention without flash attention (a job alone answers exactly as one at a time; jobs
+    decoded together still meet the kernels' rounding), for `parallel` times the KV memory (docs/batching.md)."""
+    from llama_cpp._internals import LlamaContext
+
+    if parallel > 1:
+        params = llm.context_params
+        params.n_seq_max, params.kv_unified = parallel, not exact
+        if exact:
+            params.n_ctx, params.flash_attn_type = params.n_ctx * parallel, 0  # llama.cpp splits n_ctx among streams
+        llm._ctx.close()  # freed before the new one is made: never two caches at once
+        llm._ctx = llm._stack.enter_context(contextlib.closing(LlamaContext(model=llm._model, params=params,
+                                                                            verbose=False)))
+    return parallel
 
 
 # Named llama-cpp-python chat formats that silently discard system messages.

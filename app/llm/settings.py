@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.llm import grammar
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -28,11 +30,22 @@ class GenerationParams(Strict):
     mirostat_eta: float = Field(0.1, ge=0, le=1, description="Mirostat's learning rate")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="fixed seed for reproducible sampling")
     stop: list[str] = Field(default_factory=list, max_length=8, description="strings that end the answer")
+    json_schema: dict[str, Any] | None = Field(None, description=(
+        "the answer is JSON valid against this schema, sampled under a grammar (docs/structured-outputs.md)"))
+    json_optional: bool = Field(False, description=(
+        "with `json_schema`: the answer may be plain text instead (not starting with `{`), as a tool call may"))
 
     @field_validator("stop", mode="before")
     @classmethod
     def _one_stop_string(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("json_schema")
+    @classmethod
+    def _enforceable(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            grammar.check(value)
+        return value
 
 
 class ModelSettings(Strict):
@@ -52,9 +65,17 @@ class ModelSettings(Strict):
     n_ctx: int = Field(4096, ge=256, description="context length in tokens (prompt and answer)")
     n_threads: int | None = Field(None, ge=1, description="llama.cpp threads",
                                   json_schema_extra={"shown_default": "`LLM_THREADS`, else the number of CPUs"})
-    n_batch: int = Field(512, ge=1, description="prompt tokens evaluated per batch")
+    n_batch: int = Field(512, ge=1, description="tokens decoded per step (every running sequence's next token and "
+                                                "chunks of new prompts)")
+    parallel: int | None = Field(None, ge=1, le=64, json_schema_extra={"shown_default": "`LLM_PARALLEL`"},
+                                 description="sequences a worker decodes together for this model (continuous "
+                                             "batching); they share its `n_ctx` cells")
     params: dict[str, Any] = Field(default_factory=dict, description=(
         "this model's generation defaults, over the `generation` settings"))
+    embeddings: bool = Field(True, json_schema_extra={"shown_default": "`true`"}, description=(
+        "whether `/v1/embeddings` and Ollama's `/api/embed` may use it: the mean of its last hidden states, "
+        "L2-normalised (docs/openai.md, Embeddings). A chat model's vectors are a baseline, not a retrieval "
+        "model's; `false` refuses them with a 400 naming the model"))
 
     @field_validator("path")
     @classmethod
@@ -76,4 +97,5 @@ def model_variable(key: str, suffix: str) -> str:
 
 
 # Per-model environment variables (<KEY>_PATH, ...) and the ModelSettings field each sets.
-MODEL_VARIABLES = {"PATH": "path", "CHAT_FORMAT": "chat_format", "SYSTEM_PROMPT": "system_prompt"}
+MODEL_VARIABLES = {"PATH": "path", "CHAT_FORMAT": "chat_format", "SYSTEM_PROMPT": "system_prompt",
+                   "PARALLEL": "parallel", "EMBEDDINGS": "embeddings"}

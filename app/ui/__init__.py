@@ -50,5 +50,5 @@ def index():
     return redirect(url_for("ui.conversations"))
 
 
-from app.ui import (answers, auth, batches, chat, job_pages, keys, prompt_templates, render,  # noqa: E402,F401
-                    transfer)  # (routes and filters register themselves on bp)
+from app.ui import (account, answers, auth, batches, chat, job_pages, keys, prompt_templates, queue,  # noqa: E402,F401
+                    render, transfer)  # (routes and filters register themselves on bp)

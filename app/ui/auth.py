@@ -1,6 +1,6 @@
-"""Signing in and out. Every UI page needs a signed-in user; sign-in attempts are limited per name and per
-address (app/limits.py). A session names its user's session version, so signing out, a password change or
-`users disable` ends every copy of it.
+"""Signing in and out. Every UI page needs a signed-in user; password checks (sign-in, the account page's) are
+limited per name and per address (app/limits.py). A session names its user's session version, so signing out, a
+password change or `users disable` ends every copy of it.
 
 Users come from `make run` (the first admin) and `flask --app wsgi users create NAME`. The original
 ADMIN_PASSWORD_HASH still lets a user named "admin" in; the first such sign-in creates the "admin" row (with
@@ -66,17 +66,15 @@ def login():
     if not form.validate_on_submit():
         return render_template("login.html", form=form)
     name = form.name.data.strip()
-    try:  # counted before the password is checked, so concurrent guesses cannot all be checked
-        limits.take(limits.login_per_address(), "login-address", request.remote_addr or "unknown")
-        limits.take(limits.login_per_name(), "login-name", name)
+    try:
+        take_attempt(name)
     except limits.Limited as limited:
-        minutes = max(1, round(limited.retry_after / 60))
-        error = f"Too many sign-in attempts. Wait about {minutes} minute{'s' * (minutes > 1)} and try again."
+        error = f"Too many sign-in attempts. {wait(limited)}"
         return render_template("login.html", form=form, error=error), 429, {"Retry-After": str(limited.retry_after)}
     user = authenticate(name, form.password.data)
     if user is None:
         return render_template("login.html", form=form, error="Wrong name or password.")
-    limits.forget(limits.login_per_name(), "login-name", name)
+    forget_attempts(name)
     session.clear()  # a fresh session (and CSRF token) for the signed-in user
     login_user(user)
     return redirect(next_page)
@@ -89,6 +87,24 @@ def logout():
     session.clear()
     flash("You are signed out.")
     return redirect(url_for("ui.login"))
+
+
+def take_attempt(name: str) -> None:
+    """Counts a password check for `name` (signing in, or the account page's current password) against the sign-in
+    limits, per name and per address, or raises `limits.Limited`: before the password is checked, so concurrent
+    guesses cannot all be checked, and a guess counts the same on either page."""
+    limits.take(limits.login_per_address(), "login-address", request.remote_addr or "unknown")
+    limits.take(limits.login_per_name(), "login-name", name)
+
+
+def forget_attempts(name: str) -> None:
+    """The right password clears the name's count (the address's stays)."""
+    limits.forget(limits.login_per_name(), "login-name", name)
+
+
+def wait(limited: limits.Limited) -> str:
+    minutes = max(1, round(limited.retry_after / 60))
+    return f"Wait about {minutes} minute{'s' * (minutes > 1)} and try again."
 
 
 def end_sessions(user: User) -> None:

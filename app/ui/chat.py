@@ -10,7 +10,7 @@ from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import Select, func, or_, select
 
-from app import intake, jobs, submissions
+from app import intake, jobs, prompt_templates, submissions
 from app.extensions import current, db
 from app.intake import Submission
 from app.llm import Turn
@@ -174,15 +174,16 @@ def render_chat(conversation_id: str, conversation: Conversation | None, form: P
 
 def composer(last: Job | None) -> PromptForm:
     """The next prompt continues with the last job's model, system prompt (unless it was the model's default, or
-    came from a template: then the template, at its latest version, and the same variables) and advanced
-    settings."""
+    came from a template: then the same template version, by name while it is the latest, and the same variables)
+    and advanced settings."""
     settings = current().settings
     if last is None or last.model not in settings.offered_models:
         return PromptForm(formdata=None, model=settings.default_model, variables={})
     # Numbers only: what a row holds is shown in the form as it is, and an older version may have stored anything.
     advanced = {name: last.params[name] for name in ADVANCED if isinstance(last.params.get(name), int | float)}
     if last.prompt_template:
-        return PromptForm(formdata=None, model=last.model, prompt_template=last.prompt_template.name,
+        reference = prompt_templates.reference(last.prompt_template)
+        return PromptForm(formdata=None, model=last.model, prompt_template=reference,
                           variables=stored_variables(last), **advanced)
     system_prompt = last.system_prompt if last.system_prompt != settings.models[last.model].system_prompt else None
     return PromptForm(formdata=None, model=last.model, system_prompt=system_prompt, variables={}, **advanced)

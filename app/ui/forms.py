@@ -7,10 +7,11 @@ from flask import request
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from pydantic import ValidationError as ParamsError
-from wtforms import BooleanField, FloatField, IntegerField, PasswordField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
+from wtforms import (BooleanField, FloatField, IntegerField, PasswordField, SelectChoice, SelectField, StringField,
+                     TextAreaField)
+from wtforms.validators import DataRequired, EqualTo, Length, Optional, Regexp, ValidationError
 
-from app import prompt_templates
+from app import passwords, prompt_templates
 from app.extensions import current
 from app.llm import GenerationParams
 from app.models import PromptTemplate
@@ -73,9 +74,8 @@ class PromptForm(FlaskForm):
         settings = current().settings
         self.model.choices = [(key, _model_label(key, settings.models[key].description))
                               for key in settings.offered_models]
-        self.prompt_template.choices = [("", "None")] + [
-            (template.name, f"{template.name} (v{template.version})")
-            for template in prompt_templates.latest(current_user.id)]
+        self.prompt_template.choices = [SelectChoice("", "None"), *template_choices(
+            prompt_templates.every_version(current_user.id))]
         self.variables = posted_variables(request.form) if variables is None else variables
 
     def chosen_template(self) -> PromptTemplate | None:
@@ -98,6 +98,18 @@ class PromptForm(FlaskForm):
         """The model's own values, shown as placeholders so an empty field says what it means."""
         model = self.model.data if self.model.data in current().settings.models else current().settings.default_model
         return current().settings.params_for(model).model_dump(include=set(ADVANCED))
+
+
+def template_choices(versions: list[PromptTemplate]) -> list[SelectChoice]:
+    """A group per template (`versions` by name, newest first): the latest chosen by name, so that the next prompt
+    follows a new version, then each earlier one as `name@version`."""
+    seen: set[str] = set()
+    choices = []
+    for template in versions:
+        value = template.ref if template.name in seen else template.name
+        seen.add(template.name)
+        choices.append(SelectChoice(value, f"{template.name} (v{template.version})", optgroup=template.name))
+    return choices
 
 
 VARIABLE_FIELD = "variable-"
@@ -135,11 +147,25 @@ class KeyForm(FlaskForm):
                                            Regexp(r"^[A-Za-z0-9._-]+$", message="Letters, digits and . _ - only.")])
 
 
+def new_password_rule(form, field) -> None:
+    """The rule of app/passwords.py, the same as `users passwd` checks."""
+    if refused := passwords.problem(field.data):
+        raise ValidationError(f"{refused[0].upper()}{refused[1:]}.")
+
+
 class UserForm(FlaskForm):
     """With prefix "user" on the keys page, beside the key form."""
 
     name = StringField("User name", validators=[DataRequired(), Length(max=80)])
-    password = PasswordField("Password", validators=[
-        DataRequired(), Length(min=8, message="At least 8 characters."),
-        Length(max=72, message="At most 72 characters (bcrypt ignores the rest).")])
+    password = PasswordField("Password", validators=[DataRequired(), new_password_rule])
     is_admin = BooleanField("Admin")
+
+
+class PasswordForm(FlaskForm):
+    """The account page's: the current password (the view checks it, as a sign-in attempt) and the new one twice."""
+
+    current_password = PasswordField("Current password", validators=[
+        DataRequired("Type your current password."), Length(max=1000)])
+    password = PasswordField("New password", validators=[DataRequired("Choose a new password."), new_password_rule])
+    confirm = PasswordField("New password again", validators=[
+        DataRequired("Type the new password again."), EqualTo("password", "The two new passwords differ.")])

@@ -6,6 +6,7 @@ from flask import abort, render_template, request
 from sqlalchemy import select
 
 from app.extensions import db
+from app.progress import running_beside
 from app.models import Conversation, Job, JobStatus, User
 from app.ui import bp, viewable_or_404, visible, wants_fragment
 from app.ui.answers import answer_for
@@ -29,7 +30,7 @@ def jobs_list():
     page = paginate(db.session.execute, query, JOBS_PER_PAGE)
     template = "partials/_jobs_table.html" if wants_fragment() else "jobs.html"
     return render_template(template, page=page, status=status, statuses=STATUSES, batch=batch,
-                           active=any(not job.finished for job, *_ in page.items))
+                           active=any(not job.finished for job, *_ in page.items), beside=running_beside())
 
 
 @bp.get("/jobs/<int:job_id>")

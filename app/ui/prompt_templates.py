@@ -61,8 +61,8 @@ def render_template_page(versions, shown, form: TemplateForm, status: int = 200)
 @bp.get("/prompt-template-fields")
 def template_fields():
     """The chat form's fields for the template just chosen, keeping values already typed."""
-    reference = request.args.get("prompt_template", "")
-    template = None
-    if prompt_templates.NAME.fullmatch(reference):
-        template = prompt_templates.find(current_user.id, reference)
+    try:
+        template = prompt_templates.find(current_user.id, request.args.get("prompt_template") or "")
+    except Refused:  # none chosen, or not a reference at all
+        template = None
     return render_template("partials/_template_fields.html", template=template, values=posted_variables(request.args))

@@ -23,7 +23,8 @@ _markdown = MarkdownIt("commonmark", {"html": False}).enable(["table", "striketh
 _spans = HtmlFormatter(nowrap=True)  # only the token spans: the block around them is ours
 
 # What Markdown and our code blocks produce, minus images (a model could be talked into loading a tracking URL) and
-# minus style attributes (table alignment), which a strict Content-Security-Policy would refuse anyway.
+# minus style attributes (table alignment), which a strict Content-Security-Policy would refuse anyway. A code block
+# and a table may scroll sideways, so they take keyboard focus (tabindex 0, no other value).
 ALLOWED_TAGS = {
     "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "strong", "em", "s", "del", "code", "pre", "blockquote",
     "ul", "ol", "li", "a", "table", "thead", "tbody", "tr", "th", "td", "div", "span", "button",
@@ -35,7 +36,9 @@ ALLOWED_CLASSES = {
     "button": {"copy"},
 }
 _cleaner = nh3.Cleaner(tags=ALLOWED_TAGS, attributes=ALLOWED_ATTRIBUTES, allowed_classes=ALLOWED_CLASSES,
-                       tag_attribute_values={"button": {"type": {"button"}}}, url_schemes={"http", "https", "mailto"},
+                       tag_attribute_values={"button": {"type": {"button"}}, "pre": {"tabindex": {"0"}},
+                                             "table": {"tabindex": {"0"}}},
+                       url_schemes={"http", "https", "mailto"},
                        link_rel="noopener noreferrer nofollow")
 
 
@@ -48,11 +51,18 @@ def _code_block(_renderer, tokens, index, _options, _env) -> str:
     except ClassNotFound:
         code = escapeHtml(token.content)
     return (f'<div class="code"><div class="code-head"><span class="language">{escapeHtml(language)}</span>'
-            f'<button type="button" class="copy">Copy</button></div><pre><code>{code}</code></pre></div>\n')
+            f'<button type="button" class="copy">Copy</button></div><pre tabindex="0"><code>{code}</code></pre></div>\n')
+
+
+def _table(renderer, tokens, index, options, env) -> str:
+    """A table scrolls sideways inside its bubble: focusable, so a keyboard can scroll it too."""
+    tokens[index].attrSet("tabindex", "0")
+    return renderer.renderToken(tokens, index, options, env)
 
 
 _markdown.add_render_rule("fence", _code_block)
 _markdown.add_render_rule("code_block", _code_block)
+_markdown.add_render_rule("table_open", _table)
 
 
 @bp.app_template_filter("markdown")

@@ -9,4 +9,4 @@ bp = Blueprint("v1", __name__)
 bp.before_request(lambda: require_key("invalid_api_key"))
 
 
-from app.v1 import batches, routes  # noqa: E402,F401  (register their routes on bp)
+from app.v1 import batches, completions, embeddings, responses, routes  # noqa: E402,F401  (register their routes on bp)

@@ -1,7 +1,10 @@
 """The OpenAI-compatible API's part of the OpenAPI document (app/openapi.py)."""
 
 from app.openai_format import ChatCompletionRequest
+from app.v1.embeddings import EmbeddingRequest
 from app.openapi import Part, answer, errors, json_content, ref
+from app.responses_format import ResponseRequest
+from app.text_completion_format import TextCompletionRequest
 
 MODEL = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
     "id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"},
@@ -14,6 +17,14 @@ COMPLETION = {"type": "object", "required": ["id", "object", "created", "model",
         "message": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}}}}},
     "usage": {"type": "object", "properties": {name: {"type": "integer"} for name in (
         "prompt_tokens", "completion_tokens", "total_tokens")}}}}
+EMBEDDINGS = {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+    "object": {"const": "list"}, "model": {"type": "string"},
+    "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
+        "object": {"const": "embedding"}, "index": {"type": "integer"},
+        "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}},
+                                {"type": "string", "description": "little-endian float32, base64"}]}}}},
+    "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"], "properties": {
+        name: {"type": "integer"} for name in ("prompt_tokens", "total_tokens")}}}}
 
 
 def part(prefix: str) -> Part:
@@ -33,8 +44,58 @@ def part(prefix: str) -> Part:
                 "content": {**json_content(ref("ChatCompletion")), "text/event-stream": {"schema": {"type": "string"}}}},
         **errors("OpenAIError", 400, 401, 404, 409, 413, 429, 503, 504)},
         requestBody={"required": True, "content": json_content(request)})
+    responses_and_completions(v1, prefix)
+    v1.schemas["Embeddings"] = EMBEDDINGS
+    v1.operation(f"{prefix}/embeddings", "post", "Embeddings of texts: one job through the queue (OpenAI format)", {
+        "200": {"description": "a unit vector per input (mean-pooled, L2-normalised)",
+                "headers": {"X-Llamalith-Job-Id": {"schema": {"type": "string"}}},
+                "content": json_content(ref("Embeddings"))},
+        **errors("OpenAIError", 400, 401, 404, 409, 413, 429, 503, 504)},
+        requestBody={"required": True, "content": json_content(v1.model(EmbeddingRequest))})
     files_and_batches(v1, prefix)
     return v1
+
+
+NULLABLE_OBJECT = {"type": ["object", "null"]}
+RESPONSE = {"type": "object", "required": ["id", "object", "created_at", "status", "model", "output"], "properties": {
+    "id": {"type": "string"}, "object": {"const": "response"}, "created_at": {"type": "integer"},
+    "status": {"enum": ["completed", "incomplete", "failed", "cancelled", "queued", "in_progress"]},
+    "error": NULLABLE_OBJECT, "incomplete_details": NULLABLE_OBJECT, "model": {"type": "string"},
+    "instructions": {"type": ["string", "null"]},
+    "output": {"type": "array", "items": {"type": "object", "required": ["id", "type", "role", "content"],
+                                          "properties": {"type": {"const": "message"}, "role": {"const": "assistant"},
+                                                         "content": {"type": "array"}}}},
+    "usage": {"type": ["object", "null"], "properties": {name: {"type": "integer"} for name in (
+        "input_tokens", "output_tokens", "total_tokens")}}}}
+TEXT_COMPLETION = {"type": "object", "required": ["id", "object", "created", "model", "choices", "usage"],
+                   "properties": {
+    "id": {"type": "string"}, "object": {"const": "text_completion"}, "created": {"type": "integer"},
+    "model": {"type": "string"},
+    "choices": {"type": "array", "items": {"type": "object", "properties": {
+        "index": {"type": "integer"}, "text": {"type": "string"}, "finish_reason": {"enum": ["stop", "length"]}}}},
+    "usage": COMPLETION["properties"]["usage"]}}
+GENERATION_ERRORS = (400, 401, 404, 409, 413, 429, 503, 504)
+
+
+def responses_and_completions(v1: Part, prefix: str) -> None:
+    """OpenAI's Responses API and its legacy text completions (app/v1/responses.py, app/v1/completions.py)."""
+    v1.schemas.update(Response=RESPONSE, TextCompletion=TEXT_COMPLETION)
+    job_header = {"X-Llamalith-Job-Id": {"schema": {"type": "string"}}}
+    v1.operation(f"{prefix}/responses", "post", "A response through the queue (OpenAI's Responses API)", {
+        "200": {"description": "the response, or with stream: its events (response.created ... response.completed)",
+                "headers": job_header, "content": {**json_content(ref("Response")),
+                                                   "text/event-stream": {"schema": {"type": "string"}}}},
+        **errors("OpenAIError", *GENERATION_ERRORS)},
+        requestBody={"required": True, "content": json_content(v1.model(ResponseRequest))})
+    v1.operation(f"{prefix}/responses/{{response}}", "get", "A response (its job), as it is now", {
+        "200": answer("the response", ref("Response")), **errors("OpenAIError", 401, 404, 429)},
+        parameters=[{"name": "response", "in": "path", "required": True, "schema": {"type": "string"}}])
+    v1.operation(f"{prefix}/completions", "post", "A text completion through the queue (OpenAI's legacy format)", {
+        "200": {"description": "the completion, or with stream: its chunks ending in [DONE]", "headers": job_header,
+                "content": {**json_content(ref("TextCompletion")),
+                            "text/event-stream": {"schema": {"type": "string"}}}},
+        **errors("OpenAIError", *GENERATION_ERRORS)},
+        requestBody={"required": True, "content": json_content(v1.model(TextCompletionRequest))})
 
 
 NULLABLE_INT = {"type": ["integer", "null"]}

@@ -17,10 +17,10 @@ from tests.factories import MODEL, add_user
 ANSWER_TIMEOUT = 180_000  # ms
 
 
-def batch_file(count: int, max_tokens: int = 8) -> bytes:
+def batch_file(count: int, max_tokens: int = 8, **body) -> bytes:
     return "".join(json.dumps({"custom_id": f"row-{i}", "method": "POST", "url": "/v1/chat/completions", "body": {
-        "model": MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": f"Describe the number {i}."}]}})
-        + "\n" for i in range(count)).encode()
+        "model": MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": f"Describe the number {i}."}],
+        **body}}) + "\n" for i in range(count)).encode()
 
 
 def start_batch(stack, content: bytes) -> str:
@@ -79,7 +79,8 @@ def test_another_users_batch_is_a_404_and_an_admin_sees_it_read_only(signed_in, 
 
 def test_the_progress_bar_moves_and_the_output_downloads_at_the_end(signed_in_page, web):
     page = signed_in_page
-    batch_id = start_batch(web, batch_file(10, max_tokens=48))
+    # Greedy answers run to max_tokens: the batch takes ~15 s (four lines at once), several of the bar's 2 s refreshes.
+    batch_id = start_batch(web, batch_file(10, max_tokens=160, temperature=0))
     page.get_by_role("link", name="Batches").click()
     row = page.locator(f"#batch-{batch_id}")
     expect(row.locator(".counts")).to_contain_text("0 done · 0 failed · 10 in all")

@@ -105,7 +105,38 @@ def test_the_history_shows_every_state_in_turn_order(signed_in):
     for finished in (done, failed, stopped):
         assert "hx-trigger" not in bubble(page, finished.id) and "Stop</button>" not in bubble(page, finished.id)
     for unfinished in (running, waiting):
-        assert 'hx-trigger="every 500ms"' in bubble(page, unfinished.id) and "Stop</button>" in bubble(page, unfinished.id)
+        assert "Stop</button>" in bubble(page, unfinished.id)
+    assert 'hx-trigger="every 500ms"' in bubble(page, waiting.id)  # its place in the queue changes
+    assert f'data-events="/chat/jobs/{running.id}/events"' in bubble(page, running.id)  # app.js follows its tokens
+    assert "hx-trigger" not in bubble(page, running.id)
+
+
+def test_a_running_answer_streams_its_tokens_and_its_end(signed_in):
+    job = add_turn("c", "Hello", JobStatus.DONE, "Hello there", result="Hello there")
+    writer = streams.TokenWriter(signed_in.application.redis, job.id, 100)
+    writer.start(1)
+    writer.append("Hello")
+    writer.append(" there")
+    writer.finish("done")
+    answer = signed_in.get(f"/chat/jobs/{job.id}/events")
+    assert answer.status_code == 200 and answer.mimetype == "text/event-stream"
+    body = answer.get_data(as_text=True)
+    assert body.startswith("retry: 1000\n")  # a dropped stream is resumed within a second
+    events = re.findall(r"(?:id: (\S+)\n)?event: (\w+)\ndata: (.*)\n\n", body)
+    assert [(event, data) for _, event, data in events] == [("ready", str(job.id)), ("token", '"Hello"'),
+                                                            ("token", '" there"'), ("end", '"done"')]
+    after = events[2][0]
+    resumed = signed_in.get(f"/chat/jobs/{job.id}/events", headers={"Last-Event-ID": after}).get_data(as_text=True)
+    assert "event: token" not in resumed and "event: end" in resumed  # nothing twice
+    assert signed_in.get(f"/chat/jobs/{job.id}/events", headers={"Last-Event-ID": "yesterday"}).status_code == 400
+    assert signed_in.get("/chat/jobs/999/events").status_code == 404
+
+
+def test_a_bubble_that_cannot_stream_polls(signed_in):
+    running = add_turn("c", "Hello", JobStatus.PROCESSING)
+    polling = signed_in.get(f"/chat/jobs/{running.id}/answer?poll=1", headers={"HX-Request": "true"}).text
+    assert f'hx-get="/chat/jobs/{running.id}/answer?poll=1" hx-trigger="every 500ms"' in polling
+    assert "data-events" not in polling
 
 
 def test_the_answer_polls_until_the_real_model_has_answered(signed_in, work):

@@ -30,6 +30,16 @@ def test_the_table_lists_jobs_newest_first_with_their_facts(signed_in):
         assert fact in row
 
 
+def test_a_running_job_says_how_many_others_its_worker_decodes_with_it(signed_in):
+    together = [add_turn(f"c{n}", "Hi", JobStatus.PROCESSING, worker="box:1") for n in range(3)]
+    alone = add_turn("d", "Hi", JobStatus.PROCESSING, worker="box:2")
+    page = signed_in.get("/chat/jobs").text
+    for job in together:
+        row = re.search(rf'<tr id="job-row-{job.id}".*?</tr>', page, re.S).group(0)
+        assert 'title="decoded together on worker box:1">with 2 others</span>' in row
+    assert "with " not in re.search(rf'<tr id="job-row-{alone.id}".*?</tr>', page, re.S).group(0)
+
+
 def test_the_status_filter(signed_in):
     add_turn("c", "One", JobStatus.DONE, "ok")
     waiting = add_turn("c", "Two", JobStatus.QUEUED)

@@ -57,3 +57,14 @@ def test_a_name_in_use_is_refused_on_the_form(browser):
     for form, what in (({"key-name": "n8n"}, "key"), ({"user-name": "bob", "user-password": "a long password"}, "user")):
         answer = browser.post("/chat/keys" if what == "key" else "/chat/users", data={**form, "csrf_token": token})
         assert answer.status_code == 422 and f"A {what} with this name exists already." in answer.text
+
+
+def test_a_new_users_password_follows_the_rule_of_users_passwd(browser):
+    """bcrypt reads 72 bytes: 40 accented letters are fewer characters but more bytes than that."""
+    add_user("root", password="a long password", is_admin=True)
+    browser.login("root", "a long password")
+    token = browser.csrf_token("/chat/keys")
+    for password, refusal in (("short", "have at least 8 characters"), ("é" * 40, "be at most 72 bytes")):
+        answer = browser.post("/chat/users", data={"user-name": "carol", "user-password": password, "csrf_token": token})
+        assert answer.status_code == 422 and f"The password must {refusal}" in answer.text
+    assert db.session.scalar(select(User).where(User.name == "carol")) is None

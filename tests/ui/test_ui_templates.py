@@ -23,6 +23,9 @@ def test_a_template_is_made_edited_and_chosen_in_the_chat_with_its_variables(sig
 
     page.get_by_role("link", name="Conversations").click()
     page.get_by_role("link", name="New conversation").click()
+    page.get_by_label("Template").select_option("tutor@1")  # an earlier version, from the template's group
+    expect(page.locator("#template-fields pre")).to_have_text("You teach {{subject}}.")
+    expect(page.get_by_label("audience")).to_have_count(0)
     page.get_by_label("Template").select_option("tutor")  # htmx brings the text and a field per variable
     expect(page.locator("#template-fields pre")).to_have_text("You teach {{subject}} to {{ audience }}. Be brief.")
     page.get_by_label("subject").fill("geography")

@@ -75,7 +75,7 @@ def test_an_imported_file_opens_as_a_conversation_of_normal_turns(signed_in, use
     assert re.findall(r'<p class="text">([^<]+)</p>', chat) == ["Hello llama", "Bye"]
     jobs = db.session.scalars(select(Job).order_by(Job.id)).all()
     assert "Hi <strong>human</strong>" in chat and f"{MODEL} · job {jobs[0].id} · 5 tokens" in chat
-    assert "↻ Regenerate" in chat and "Stop</button>" not in chat  # ended turns, the last one regenerable
+    assert "</span> Regenerate</button>" in chat and "Stop</button>" not in chat  # ended turns, the last one regenerable
 
 
 def test_an_imported_answer_by_a_model_not_offered_here_cannot_be_regenerated(signed_in):
