@@ -22,7 +22,8 @@ def test_chat_answers_live_and_the_history_survives_a_reload(signed_in_page, web
             else None)
     web.start_worker()
     assert "script-src 'self'" in page.goto(web.url + "/conversations").headers["content-security-policy"]
-    page.get_by_role("link", name="New conversation").click()
+    with page.expect_navigation():  # the mark goes on the new page, not on the one leaving
+        page.get_by_role("link", name="New conversation").click()
     page.evaluate("window.__samePage = true")
 
     send(page, "Say hello to Alice.")

@@ -77,7 +77,8 @@ def test_the_queue_page_lives_in_the_browser(signed_in_page, web):
     running = web.submit(user_input=STORY, max_tokens=2000, temperature=0)["job_id"]
     web.wait_job(running, until=lambda job: job["status"] == "processing")
     waiting = web.submit(user_input="Name a colour.", max_tokens=8)["job_id"]
-    page.get_by_role("link", name="Queue").click()
+    with page.expect_navigation():  # the mark goes on the new page, not on the one leaving
+        page.get_by_role("link", name="Queue").click()
     page.evaluate("window.__samePage = true")
     worker = web.query("SELECT worker FROM jobs WHERE id = :id", id=running)[0][0]
     expect(page.locator(f'tr[data-job-id="{waiting}"] [data-position]')).to_have_text("1")

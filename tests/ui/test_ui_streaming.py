@@ -30,7 +30,8 @@ WATCH_LIVE_TEXT = """() => {
 
 def ask(page, prompt: str, max_tokens: int) -> None:
     """Greedy, so that the story runs to `max_tokens` (sampled, one may end within seconds)."""
-    page.get_by_role("link", name="New conversation").click()
+    with page.expect_navigation():  # the watcher goes on the new page, once it has a body (not on the one leaving)
+        page.get_by_role("link", name="New conversation").click()
     page.evaluate(WATCH_LIVE_TEXT)
     page.get_by_text("Advanced").click()
     page.get_by_label("Max tokens").fill(str(max_tokens))
