@@ -121,8 +121,8 @@ DATABASE_FIXTURES = {"database", "empty_database"}
 @pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` picks the tests
 def pytest_collection_modifyitems(config, items) -> None:
     """Marks the slow tier (`make test-fast` leaves it out). The PostgreSQL pass leaves out the tests without a
-    database, and those marked `model_only`: they would run exactly as in the SQLite pass (minutes of CI, mostly
-    the real model's)."""
+    database, and those marked `same_on_postgres`: they would run exactly as in the SQLite pass (minutes of CI,
+    mostly the real model's and the browser's)."""
     for item in items:
         if SLOW_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.slow)
@@ -132,7 +132,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 def _same_on_postgres(item) -> bool:
-    return not DATABASE_FIXTURES.intersection(item.fixturenames) or item.get_closest_marker("model_only") is not None
+    return not DATABASE_FIXTURES.intersection(item.fixturenames) or item.get_closest_marker("same_on_postgres") is not None
 
 
 @pytest.hookimpl(wrapper=True)

@@ -12,7 +12,7 @@ import pytest
 from app.llm import grammar
 from tests.factories import MODEL
 
-pytestmark = pytest.mark.model_only
+pytestmark = pytest.mark.same_on_postgres
 
 PERSON = {
     "type": "object",

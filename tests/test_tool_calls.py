@@ -13,7 +13,7 @@ from app.errors import APIError
 from app.openai_format import ChatMessage, parse_chat_request, split_messages
 from tests.factories import MODEL
 
-pytestmark = pytest.mark.model_only
+pytestmark = pytest.mark.same_on_postgres
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city.",

@@ -78,15 +78,9 @@ def _generate(job: Job, attempt: int) -> str:
         metrics.count_restores(app.redis, job.model, int(sequence.restored > 0))
         if pieces:
             usage["completion_tokens"] = len(model.llm.tokenize("".join(pieces).encode(), add_bos=False))
-    except ContextTooLong as exc:
-        status, code, message = JobStatus.ERROR, "context_length_exceeded", str(exc)
-    except ModelLoadError as exc:
-        status, code, message = JobStatus.ERROR, "model_load_failed", str(exc)
-    except JobTimeoutException:
-        status, code, message = JobStatus.ERROR, "timeout", "the job exceeded its hard time limit; partial text kept"
     except Exception as exc:  # a model failure must end the job, not leave it processing
-        log.exception("job %s failed", job.id)
-        status, code, message = JobStatus.ERROR, "generation_failed", f"generation failed: {exc}"
+        status, code, message = _failure(job, exc, "generation")
+        message += "; partial text kept" if code == "timeout" else ""
     if status == JobStatus.QUEUED:
         why = "the worker is stopping" if app.stopping.is_set() else "an interactive turn took its place"
         if hand_back(job, attempt, why):
@@ -114,18 +108,26 @@ def _embed(job: Job, attempt: int) -> str:
         vectors = embedder.embed(inputs, cancelled=lambda: writer.append(""))
         if vectors is None:
             status, vectors = JobStatus.CANCELLED, []
-    except ModelLoadError as exc:
-        status, code, message = JobStatus.ERROR, "model_load_failed", str(exc)
-    except JobTimeoutException:
-        status, code, message = JobStatus.ERROR, "timeout", "the job exceeded its hard time limit"
     except Exception as exc:  # a model failure must end the job, not leave it processing
-        log.exception("job %s failed", job.id)
-        status, code, message = JobStatus.ERROR, "embedding_failed", f"embedding failed: {exc}"
+        status, code, message = _failure(job, exc, "embedding")
     usage["duration_ms"] = int((time.monotonic() - started) * 1000)
     finish(job, attempt, status, embeddings.stored_vectors(vectors) if vectors else "", code, message,
            shown=embeddings.summary(vectors), **usage)
     writer.finish(status.value)
     return status.value
+
+
+def _failure(job: Job, exc: Exception, work: str) -> tuple[JobStatus, str, str]:
+    """The error a job ends with when its `work` ("generation" or "embedding") raised: named for what we know,
+    logged with its traceback for what we do not."""
+    if isinstance(exc, ContextTooLong):
+        return JobStatus.ERROR, "context_length_exceeded", str(exc)
+    if isinstance(exc, ModelLoadError):
+        return JobStatus.ERROR, "model_load_failed", str(exc)
+    if isinstance(exc, JobTimeoutException):
+        return JobStatus.ERROR, "timeout", "the job exceeded its hard time limit"
+    log.exception("job %s failed", job.id)
+    return JobStatus.ERROR, f"{work}_failed", f"{work} failed: {exc}"
 
 
 def history(job: Job) -> list[Turn]:
