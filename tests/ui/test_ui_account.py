@@ -5,6 +5,7 @@ import logging
 import re
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import update
 
 from app.extensions import db
@@ -12,6 +13,8 @@ from app.keys import create_key
 from app.models import ApiKey, JobStatus, utcnow
 from tests.client import Client
 from tests.factories import NAME, PASSWORD, add_turn, add_user
+
+from .browser import sign_in
 
 NEW = "a brand new passphrase"
 
@@ -113,3 +116,25 @@ def test_the_right_current_password_clears_the_count(app, signed_in):
     change(signed_in, current="guess")
     assert change(signed_in).status_code == 303
     assert change(signed_in, current=NEW, new=PASSWORD).status_code == 303
+
+
+def test_a_new_password_in_chromium_ends_the_other_browsers_session(chromium, signed_in_page, web):
+    """Through the real stack: the form changes the password; another browser's session ends; the old password no
+    longer signs in, the new one does."""
+    elsewhere = chromium.new_context().new_page()
+    sign_in(elsewhere, web.url)
+    page = signed_in_page
+    page.get_by_role("link", name="Account").click()
+    page.get_by_label("Current password").fill(PASSWORD)
+    page.get_by_label("New password", exact=True).fill(NEW)
+    page.get_by_label("New password again").fill(NEW)
+    page.get_by_role("button", name="Change password").click()
+    expect(page.get_by_text("Your password is changed.")).to_be_visible()
+    elsewhere.goto(web.url + "/account")
+    expect(elsewhere).to_have_url(re.compile(r"/login\?next="))
+    elsewhere.get_by_label("Name").fill(NAME)
+    elsewhere.get_by_label("Password").fill(PASSWORD)
+    elsewhere.get_by_role("button", name="Sign in").click()
+    expect(elsewhere.get_by_text("Wrong name or password.")).to_be_visible()
+    sign_in(elsewhere, web.url, password=NEW)
+    elsewhere.context.close()
