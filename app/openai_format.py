@@ -4,9 +4,9 @@ becomes, and the JSON schema a `response_format` asks for (structured outputs). 
 choices, log probabilities, images) is refused by name, never silently ignored."""
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from app.errors import APIError
 from app.extensions import current
@@ -82,6 +82,14 @@ class NamedChoice(BaseModel):
     function: ChosenFunction
 
 
+def tool_choice_type(named: type[BaseModel]) -> Any:
+    """The type of a `tool_choice`: a mode's name, or an object naming a function (its shape is the dialect's).
+    An object is checked as a named choice only, so a wrong one is told what it lacks, not that it is no mode."""
+    return Annotated[Union[Annotated[Literal["none", "auto", "required"], Tag("<mode>")],
+                           Annotated[named, Tag("<named>")]],
+                     Discriminator(lambda value: "<named>" if isinstance(value, dict | BaseModel) else "<mode>")]
+
+
 class Sampling(BaseModel):
     """What chat and text completions share: the model, sampling within OpenAI's bounds, streaming, the caller."""
 
@@ -112,7 +120,7 @@ class ChatCompletionRequest(Sampling):
     n: int | None = None
     response_format: dict[str, Any] | None = None
     tools: list[ToolSpec] | None = Field(None, max_length=128)
-    tool_choice: Literal["none", "auto", "required"] | NamedChoice | None = None
+    tool_choice: tool_choice_type(NamedChoice) | None = None
     parallel_tool_calls: bool | None = None  # taken: an answer makes at most one call either way
 
     @field_validator("n")
@@ -173,7 +181,7 @@ def validated(kind: type[Body], data: Any) -> Body:
         return kind.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"]) or None
+        field = ".".join(str(part) for part in error["loc"] if not str(part).startswith("<")) or None  # no tags
         raise APIError(400, "invalid_request", f"{field}: {error['msg'].removeprefix('Value error, ')}",
                        param=field) from None
 

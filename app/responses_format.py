@@ -18,7 +18,7 @@ from app.intake import Submission
 from app.llm import grammar
 from app.llm.settings import GenerationParams
 from app.models import Job, JobStatus
-from app.openai_format import ChatMessage, split_messages, validated
+from app.openai_format import ChatMessage, split_messages, tool_choice_type, validated
 from app.submissions import MAX_INPUT_CHARS, valid_text
 
 RESPONSE_ID = re.compile(r"resp_([0-9]{1,18})")
@@ -131,7 +131,7 @@ class ResponseRequest(BaseModel):
     text: TextConfig | None = None
     truncation: Literal["disabled"] | None = None
     tools: list[FunctionTool] | None = Field(None, max_length=128)
-    tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
+    tool_choice: tool_choice_type(NamedFunction) | None = None
     parallel_tool_calls: bool | None = None  # taken: an answer makes at most one call either way
 
     @field_validator("input")
