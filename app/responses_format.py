@@ -315,7 +315,7 @@ def response_object(job: Job, status: str | None = None, callable_tools: list[to
 def text_format(job: Job) -> dict:
     """The `text.format` the job ran with, from the schema it recorded."""
     schema = (job.params or {}).get("json_schema")
-    if not isinstance(schema, dict):
+    if not isinstance(schema, dict) or tool_calls.offered_in(job.params):  # a call's grammar is no text format
         return {"type": "text"}
     if schema == {"type": "object"}:
         return {"type": "json_object"}

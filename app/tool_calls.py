@@ -58,10 +58,30 @@ def params(tools: list[Tool], choice: str) -> dict[str, Any]:
     offered = _offered(tools, choice)
     if not offered:
         return {}
-    calls = [{"type": "object", "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
-              "required": ["name", "arguments"]} for tool in offered]
+    calls = [_call_schema(tool) for tool in offered]
     schema = calls[0] if len(calls) == 1 else {"anyOf": calls}
     return {"json_schema": schema, "json_optional": choice == AUTO}
+
+
+def offered_in(params: dict[str, Any] | None) -> list[Tool]:
+    """The functions a job's answer could call, read back from the grammar its settings recorded: how a stored
+    answer is told from text once the request that offered them is gone (their descriptions are not kept)."""
+    schema = (params or {}).get("json_schema")
+    tools = [_tool_of(call) for call in schema.get("anyOf", [schema])] if isinstance(schema, dict) else []
+    return tools if tools and None not in tools else []
+
+
+def _call_schema(tool: Tool) -> dict[str, Any]:
+    return {"type": "object", "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+            "required": ["name", "arguments"]}
+
+
+def _tool_of(schema: Any) -> Tool | None:
+    try:
+        tool = Tool(schema["properties"]["name"]["const"], parameters=schema["properties"]["arguments"])
+    except (KeyError, TypeError):
+        return None
+    return tool if _call_schema(tool) == schema else None
 
 
 def instructions(tools: list[Tool], choice: str) -> str:

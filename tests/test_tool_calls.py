@@ -108,3 +108,18 @@ def test_a_named_choice_without_a_name_is_a_400_not_a_500():  # Schemathesis sen
         parse_chat_request({"model": MODEL, "messages": [QUESTION], "tools": [WEATHER],
                             "tool_choice": {"type": "function", "function": {}}})
     assert (refused.value.status, refused.value.param) == (400, "tool_choice.function.name")  # what it lacks
+
+
+def test_the_functions_a_stored_job_could_call_are_read_back_from_its_grammar():
+    weather = tool_calls.Tool("get_weather", "The weather", WEATHER["function"]["parameters"])
+    time = tool_calls.Tool("get_time", "The time", {"type": "object", "properties": {}})
+    for tools, choice in [([weather], tool_calls.REQUIRED), ([weather, time], tool_calls.AUTO),
+                          ([weather, time], "get_time")]:
+        read = tool_calls.offered_in(tool_calls.params(tools, choice))
+        offered = [tool for tool in tools if choice in (tool_calls.AUTO, tool_calls.REQUIRED) or tool.name == choice]
+        assert [(tool.name, tool.parameters) for tool in read] == [(tool.name, tool.parameters) for tool in offered]
+    assert tool_calls.offered_in(tool_calls.params([weather], tool_calls.NONE)) == []
+    for schema in ({"type": "object"}, {"anyOf": [{"type": "string"}]}, {"properties": {"name": "x"}},
+                   {"anyOf": [tool_calls.params([weather], "auto")["json_schema"], {"type": "integer"}]}):
+        assert tool_calls.offered_in({"json_schema": schema}) == []  # a structured output is no call
+    assert tool_calls.offered_in(None) == [] and tool_calls.offered_in({}) == []

@@ -35,7 +35,11 @@ def create_response():
 
 @bp.get("/responses/<response>")
 def get_response(response: str):
-    return response_object(owned(response, "response"))
+    """The stored response; the functions it could call are the ones its grammar recorded (names, parameters)."""
+    job = owned(response, "response")
+    tools = tool_calls.offered_in(job.params)
+    return response_object(job, callable_tools=tools, tools=[
+        {"type": "function", "name": tool.name, "parameters": tool.parameters, "strict": True} for tool in tools])
 
 
 def submit_as(body: ResponseRequest, **common):
