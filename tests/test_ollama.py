@@ -15,6 +15,9 @@ from app.keys import create_key
 from config import ROOT
 from tests.factories import MODEL, add_user
 
+# Ollama's wire format over the one submit path: its jobs are stored as /v1's, which the PostgreSQL pass runs.
+pytestmark = pytest.mark.same_on_postgres
+
 DOC = ROOT / "docs" / "ollama.md"
 GREEDY = {"temperature": 0, "num_predict": 12}
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

@@ -1,9 +1,13 @@
 """The chat by keyboard alone, in Chromium: Tab reaches every control (Advanced, Send, Stop, Copy, Regenerate) and
 Enter or Space works it. No worker: a job stays queued until the test writes its answer."""
 
+import pytest
 from playwright.sync_api import expect
 
 from .test_ui_browser import finish_job_with
+
+# What the keyboard reaches in the chat: nothing a database changes.
+pytestmark = pytest.mark.same_on_postgres
 
 MAX_TABS = 80  # the top bar, the composer and a few bubbles' buttons, with room to spare
 

@@ -5,6 +5,7 @@ import socket
 import threading
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 from playwright.sync_api import expect
 
@@ -12,6 +13,9 @@ from tests import relays
 from tests.stack import free_port, wait_for
 
 from .browser import create_user, send, sign_in
+
+# What the browser draws of a stream: the streams themselves run in the PostgreSQL pass (tests/test_streaming.py).
+pytestmark = pytest.mark.same_on_postgres
 
 ANSWER_TIMEOUT = 180_000  # ms
 STORY = "Write a very long story about the sea."
