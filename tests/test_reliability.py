@@ -223,7 +223,7 @@ def test_queue_position_counts_down(stack):
 def test_web_sigterm_ends_in_flight_streams_cleanly_and_exits(stack):
     web = stack.start_web()
     stack.start_worker()
-    job_id = stack.submit(user_input="Write a long story about ships.", max_tokens=120)["job_id"]
+    job_id = stack.submit(user_input="Write a long story about ships.", max_tokens=120, temperature=0)["job_id"]
     received = []
     for event in events(f"{stack.url}/api/jobs/{job_id}/events", stack.headers):
         received.append(event)
