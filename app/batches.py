@@ -7,6 +7,7 @@ what becomes of the lines, and the batch's end with its output and error files, 
 
 Files are kept in the database, so every web node and worker can read and write them."""
 
+import re
 import secrets
 import time
 from datetime import datetime, timedelta
@@ -22,6 +23,10 @@ from app.models import Batch, Conversation, Job, JobStatus, Message, StoredFile,
 from app.progress import eta_per_position
 
 ENDPOINT = "/v1/chat/completions"
+FILE_PURPOSES = ("batch", "batch_output")  # a client uploads the one, a batch writes the other
+# Files and batches are named in printable ASCII ("file-" or "batch_" and 24 hex digits): any other id names none,
+# and never reaches the database (PostgreSQL refuses a NUL in text; that would be a 400 where a 404 is right).
+STORED_ID = re.compile(r"[!-~]{1,64}")
 WINDOWS = {"24h": timedelta(hours=24)}
 CHUNK_LINES = 500  # lines stored per transaction: a few tens of milliseconds of the database each
 ABANDONED = timedelta(minutes=10)  # a batch still `validating` this long lost the request storing its lines
@@ -43,7 +48,7 @@ def store_file(owner: int, purpose: str, filename: str, content: bytes) -> Store
 
 
 def owned_file(owner: int, file_id: str) -> StoredFile:
-    stored = db.session.get(StoredFile, file_id)
+    stored = db.session.get(StoredFile, file_id) if STORED_ID.fullmatch(file_id) else None
     if stored is None or stored.user_id != owner:
         raise APIError(404, "not_found", f"no file with id '{file_id}'", param="file_id")
     return stored

@@ -103,6 +103,14 @@ def test_a_body_with_a_constant_json_lacks_is_invalid_json(client, api_headers, 
     assert db.session.scalar(db.select(db.func.count()).select_from(Job)) == 0
 
 
+@pytest.mark.parametrize("path", ["/chat/api/status/a%00", "/chat/api/conversations/a%00/export",
+                                  "/chat/v1/files/file-%00", "/chat/v1/files/file-%00/content",
+                                  "/chat/v1/batches/batch_%00", "/chat/v1/batches?after=batch_%00"])
+def test_an_id_with_a_nul_names_nothing(client, api_headers, path):
+    """A 404 as for any unknown id (PostgreSQL refuses a NUL in text: asked, it would make this a 400)."""
+    assert client.get(path, headers=api_headers).status_code == 404
+
+
 def test_body_over_the_size_limit(client, api_headers, app):
     answer = client.post("/chat/api/submit", data="x" * (app.config["MAX_CONTENT_LENGTH"] + 1), headers=api_headers,
                          content_type="application/json")

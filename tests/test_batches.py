@@ -220,6 +220,17 @@ def test_a_bad_batch_request_is_a_400_or_404_naming_the_field(client, api_header
     assert db.session.scalar(select(func.count()).select_from(Batch)) == 0
 
 
+def test_files_are_listed_by_purpose_and_an_unknown_one_lists_none(client, api_headers):
+    mine = upload(client, api_headers, b"{}\n").json
+
+    def listed(purpose: str) -> list[str]:
+        answer = client.get("/chat/v1/files", headers=api_headers, query_string={"purpose": purpose})
+        return [file["id"] for file in answer.json["data"]]
+
+    assert listed("batch") == [mine["id"]] and listed("batch_output") == []
+    assert listed("fine-tune") == listed("batch\x00") == []  # PostgreSQL refuses a NUL: it never gets there
+
+
 def test_uploads_are_checked_and_private(client, api_headers, app):
     assert upload(client, api_headers, b"x", purpose="fine-tune").json["error"]["param"] == "purpose"
     app.settings.batch_file_max_bytes = 1024

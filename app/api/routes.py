@@ -26,8 +26,10 @@ def unknown_job(job_id: int) -> APIError:
 
 def get_conversation(session_id: str) -> Conversation:
     """The key's user's conversation by its `session_id`; another user's is as unknown as one that does not exist."""
-    conversation = db.session.scalar(select(Conversation).where(Conversation.user_id == g.api_key.user_id,
-                                                                Conversation.session_id == session_id))
+    conversation = None
+    if submissions.valid_session_id(session_id):  # no other id is stored (and a NUL never reaches the database)
+        conversation = db.session.scalar(select(Conversation).where(Conversation.user_id == g.api_key.user_id,
+                                                                    Conversation.session_id == session_id))
     if conversation is None:
         raise APIError(404, "not_found", f"no conversation with id '{session_id}'")
     return conversation

@@ -37,6 +37,8 @@ def upload_file():
 def list_files():
     query = select(StoredFile).where(StoredFile.user_id == g.api_key.user_id).order_by(StoredFile.created_at.desc())
     if purpose := request.args.get("purpose"):
+        if purpose not in batches.FILE_PURPOSES:  # no file has it (and a NUL in it never reaches the database)
+            return {"object": "list", "data": [], "has_more": False}
         query = query.where(StoredFile.purpose == purpose)
     return {"object": "list", "data": [batches.file_json(stored) for stored in db.session.scalars(query)],
             "has_more": False}
@@ -122,7 +124,7 @@ def cancel_batch(batch_id: str):
 
 
 def owned_batch(batch_id: str) -> Batch:
-    batch = db.session.get(Batch, batch_id)
+    batch = db.session.get(Batch, batch_id) if batches.STORED_ID.fullmatch(batch_id) else None
     if batch is None or batch.user_id != g.api_key.user_id:
         raise APIError(404, "not_found", f"no batch with id '{batch_id}'", param="batch_id")
     return batch

@@ -1,5 +1,6 @@
 """The OpenAI-compatible API's part of the OpenAPI document (app/openapi.py)."""
 
+from app.batches import FILE_PURPOSES
 from app.openai_format import ChatCompletionRequest
 from app.v1.embeddings import EmbeddingRequest
 from app.openapi import Part, answer, errors, json_content, ref
@@ -103,7 +104,7 @@ NULLABLE_STRING = {"type": ["string", "null"]}
 FILE = {"type": "object", "required": ["id", "object", "bytes", "created_at", "filename", "purpose"], "properties": {
     "id": {"type": "string"}, "object": {"const": "file"}, "bytes": {"type": "integer"},
     "created_at": {"type": "integer"}, "filename": {"type": "string"},
-    "purpose": {"enum": ["batch", "batch_output"]}, "status": {"type": "string"}}}
+    "purpose": {"enum": list(FILE_PURPOSES)}, "status": {"type": "string"}}}
 LINE_ERROR = {"type": "object", "properties": {"code": {"type": "string"}, "message": {"type": "string"},
                                              "param": NULLABLE_STRING, "line": NULLABLE_INT}}
 BATCH = {"type": "object", "required": ["id", "object", "endpoint", "input_file_id", "completion_window", "status",
