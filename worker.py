@@ -39,7 +39,7 @@ log = logging.getLogger("llamalith.worker")
 SUPERVISOR = "LLAMALITH_SUPERVISOR"  # the supervisor's pid, in its child's environment
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 ORPHAN_GRACE = 30  # seconds an orphaned worker has for a warm stop before it exits regardless
-PRIORITY_CHECK = 0.25  # seconds between looks for interactive turns waiting while batch lines fill every slot
+PRIORITY_CHECK = 0.05  # seconds between looks for interactive turns waiting while batch lines fill every slot
 
 
 class LlamalithWorker(SimpleWorker):
@@ -215,7 +215,8 @@ def work(app: Llamalith, models: list[str], burst: bool) -> None:
 
 def make_room(app: Llamalith, models: list[str], stop: threading.Event) -> None:
     """While every slot is taken and some by batch lines, let interactive turns waiting in Redis in: the newest
-    lines give their places up (app/worker_slots.py). A few checks a second: a turn waits for a step, not a line."""
+    lines give their places up (app/worker_slots.py). Twenty checks a second, each one pipeline of LLENs and only
+    while batch work fills every slot: a turn waits for a step, not a line."""
     while not stop.wait(PRIORITY_CHECK):
         try:
             if app.worker_slots.full_of_batch_work():
