@@ -3,7 +3,8 @@ is idle, because it holds the conversation's KV state (app/llm/state.py) and rea
 to the model's shared queue, where any worker of the model takes it. A turn never waits for a busy worker.
 
 Each worker listens on its own queue before the shared ones and keeps a key that says it is idle: set when it
-waits for work, deleted as it starts a job, refreshed with a TTL by its maintenance thread (which only extends the
+waits for work and just before a job's end is stored (a client sending the next turn as soon as it sees the end
+finds it idle), deleted as it starts a job, refreshed with a TTL by its maintenance thread (which only extends the
 key, never recreates it), so a dead worker stops being chosen within IDLE_TTL. A turn pushed to an idle worker's
 queue is checked again after the push: if that worker became busy in between, either the enqueuer takes the turn
 back out of the list and puts it in the shared queue, or the worker, starting its job, hands it over itself. Both

@@ -55,6 +55,27 @@ def test_a_turn_left_in_a_dead_workers_queue_is_given_to_the_shared_queue(app, o
     assert waiting(SHARED) == [jobs.rq_id(job.id)]
 
 
+def test_a_worker_says_it_is_idle_before_a_turns_end_is_stored(app, owner, work, monkeypatch):
+    """A client that sends the next turn the moment it sees the last one end finds the worker holding the
+    conversation's KV state idle. The mark used to come after rq's bookkeeping, and a turn sent in between went to
+    the shared queue (CI saw it: the test below)."""
+    from app.jobs import running
+    from app.worker_slots import WorkerSlots
+
+    app.worker_slots = WorkerSlots(1)  # its one slot taken: busy while the job runs
+    idle_as_it_ended = []
+    store = running.finish
+
+    def finish(*args, **kwargs):
+        idle_as_it_ended.append(affinity.is_idle(current().redis, current().worker_name))
+        return store(*args, **kwargs)
+
+    monkeypatch.setattr(running, "finish", finish)
+    jobs.submit(owner.id, "c-1", "Say hi.", MODEL, None, {"max_tokens": 2})
+    work()
+    assert idle_as_it_ended == [True]
+
+
 def worker_of(stack, job_id: int) -> str:
     return stack.query("SELECT worker FROM jobs WHERE id = :id", id=job_id)[0][0]
 

@@ -4,9 +4,10 @@ model."""
 import logging
 import time
 
+from redis import RedisError
 from rq.timeouts import JobTimeoutException
 
-from app import embeddings, logs, metrics, streams
+from app import affinity, embeddings, logs, metrics, streams
 from app.extensions import current, db
 from app.jobs.lifecycle import (QUEUE_WAIT_EXPIRED, claim, enqueue_next_turn, finish, hand_back, transition,
                                 waited_too_long)
@@ -87,9 +88,7 @@ def _generate(job: Job, attempt: int) -> str:
             app.worker_slots.hand_back(job.id)
         return status.value
     usage["duration_ms"] = int((time.monotonic() - started) * 1000)
-    finish(job, attempt, status, "".join(pieces), code, message, **usage)
-    writer.finish(status.value)
-    return status.value
+    return _record_end(job, attempt, writer, status, "".join(pieces), code, message, **usage)
 
 
 def _embed(job: Job, attempt: int) -> str:
@@ -111,8 +110,22 @@ def _embed(job: Job, attempt: int) -> str:
     except Exception as exc:  # a model failure must end the job, not leave it processing
         status, code, message = _failure(job, exc, "embedding")
     usage["duration_ms"] = int((time.monotonic() - started) * 1000)
-    finish(job, attempt, status, embeddings.stored_vectors(vectors) if vectors else "", code, message,
-           shown=embeddings.summary(vectors), **usage)
+    return _record_end(job, attempt, writer, status, embeddings.stored_vectors(vectors) if vectors else "", code,
+                       message, shown=embeddings.summary(vectors), **usage)
+
+
+def _record_end(job: Job, attempt: int, writer: streams.TokenWriter, status: JobStatus, result: str,
+                code: str | None, message: str | None, **fields) -> str:
+    """The job's end, stored, then on its stream. The worker first says it has a free slot (app/affinity.py): a
+    client that sends the conversation's next turn the moment it sees this end then finds this worker, which holds
+    the conversation's KV state, rather than the shared queue."""
+    app = current()
+    if not app.stopping.is_set():
+        try:
+            affinity.mark_idle(app.redis, app.worker_name)
+        except RedisError:
+            pass  # marked again once rq is done with the job (worker.py: after_job)
+    finish(job, attempt, status, result, code, message, **fields)
     writer.finish(status.value)
     return status.value
 
