@@ -82,9 +82,9 @@ def register_extensions(app: Llamalith, settings: Settings) -> None:
     migrate.init_app(app, db, directory=str(app.root_path + "/migrations"), render_as_batch=True)
     login_manager.init_app(app)
     csrf.init_app(app)
-    limits.init_app(app)
     keys.init_app(app)
     app.redis = Redis.from_url(settings.redis_address, health_check_interval=30)
+    limits.init_app(app)
     # Vocabulary-only models, loaded on first use, to refuse inputs that cannot fit a model's context.
     app.tokenizers = ModelCache(settings.models, capacity=len(settings.models), vocab_only=True)
 

@@ -16,7 +16,6 @@ from sqlalchemy.orm import DeclarativeBase
 from app.strict_json import StrictJSONProvider
 
 if TYPE_CHECKING:
-    from limits.strategies import FixedWindowRateLimiter
     from redis import Redis
 
     from app.key_cache import KeyCache
@@ -48,7 +47,7 @@ class Llamalith(Flask):
     estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
     key_cache: KeyCache  # API keys checked a moment ago
     request_counts: RequestCounts  # HTTP requests not yet counted in Redis
-    rate_limiter: FixedWindowRateLimiter  # app/limits.py's counts, in Redis
+    rate_counts: "RateCounts"  # noqa: F821  app/limits.py's counts in Redis, and the hits taken ahead
     models: ModelCache  # the worker's warm models
     worker_slots: "WorkerSlots"  # noqa: F821  the jobs the worker runs at once (app/worker_slots.py)
     worker_name: str  # host:tag:pid, recorded on the jobs this worker runs

@@ -186,7 +186,7 @@ def authenticate() -> CheckedKey:
             raise KeyRefused(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>' "
                                                   "(a revoked key, or one whose user is disabled, is not valid)")
         if item := limits.per_key(api_key.rate_limit):
-            limits.take(item, "api-key", str(api_key.id))
+            limits.take(item, "api-key", str(api_key.id), ahead=True)
     except limits.Limited as limited:
         raise KeyRefused(429, "rate_limited", f"too many requests; retry in {limited.retry_after} s",
                          limited.retry_after) from None

@@ -15,13 +15,17 @@ from app.models import Job, JobStatus, Priority, utcnow
 
 
 def queue_rank(job=Job, aged: datetime | BindParameter | None = None) -> ColumnElement[int]:
-    """0 for work that goes first (interactive, or batch work that has waited BATCH_AGING; a batch's lines never
-    age: they are overnight work, shared fairly among keys instead), else 1. Work made before `aged` has waited
-    (now minus BATCH_AGING unless given: a bound parameter, in a statement built once)."""
+    """0 for work that goes first, else 1 (`goes_first`)."""
+    return case((goes_first(job, aged), 0), else_=1)
+
+
+def goes_first(job=Job, aged: datetime | BindParameter | None = None) -> ColumnElement[bool]:
+    """Interactive work, or batch work that has waited BATCH_AGING (a batch's lines never age: they are overnight
+    work, shared fairly among keys instead). Work made before `aged` has waited (`aged_before()` unless given: a
+    bound parameter, in a statement built once)."""
     if aged is None:
-        aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
-    return case((or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None))),
-                 0), else_=1)
+        aged = aged_before()
+    return or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None)))
 
 
 @dataclass
@@ -44,11 +48,15 @@ def of(jobs: Iterable[Job]) -> dict[int, Progress]:
     found: dict[int, Progress] = {}
     for job in jobs:
         # A queued job missing from the ranking was claimed since it was read: it is the one starting now.
-        position = positions.get(job.id, 1) if job.status == JobStatus.QUEUED.value else None
-        per_position = etas.get(job.model)
-        eta = round(per_position * position, 1) if position and per_position is not None else None
-        found[job.id] = Progress(position, eta, partials.get(job.id))
+        if job.status == JobStatus.QUEUED.value:
+            found[job.id] = _waiting(positions.get(job.id, 1), etas.get(job.model))
+        else:
+            found[job.id] = Progress(partial=partials.get(job.id))
     return found
+
+
+def _waiting(position: int, per_position: float | None) -> Progress:
+    return Progress(position, round(per_position * position, 1) if per_position is not None else None)
 
 
 def _positions_statement() -> Select:
@@ -73,11 +81,35 @@ def _positions_statement() -> Select:
 _POSITIONS = _positions_statement()
 
 
+def _ahead_statement(first: bool) -> Select:
+    """How many jobs are ahead of a queued job that is not held, given whether it goes first (its `queue_rank` is
+    0): `_positions_statement`'s rule with the job's rank known, so each row is one simple test of the
+    `ix_jobs_line` index, never a read of the table (a poll asks many times a second)."""
+    other = Job.__table__
+    ahead_of_rank, before = goes_first(other.c, bindparam("aged")), other.c.id < bindparam("job_id")
+    return (select(func.count()).select_from(other)
+            .where(other.c.model == bindparam("model"), other.c.status == JobStatus.QUEUED.value,
+                   other.c.held.is_(False), and_(ahead_of_rank, before) if first else or_(ahead_of_rank, before)))
+
+
+_AHEAD = {first: _ahead_statement(first) for first in (True, False)}
+
+
+def of_one_in_line(model: str, job_id: int, first: bool, aged: datetime) -> Progress:
+    """What `of` says of one queued job that is not held, given `goes_first` of it as of `aged`, counted faster."""
+    ahead = db.session.connection().scalar(_AHEAD[first], {"model": model, "job_id": job_id, "aged": aged})
+    return _waiting(ahead + 1, eta_per_position(model))
+
+
+def aged_before() -> datetime:
+    """Batch work made before this has waited BATCH_AGING: it goes first now (`queue_rank`)."""
+    return utcnow() - timedelta(seconds=current().settings.batch_aging)
+
+
 def _positions(job_ids: list[int]) -> dict[int, int]:
     if not job_ids:
         return {}
-    aged = utcnow() - timedelta(seconds=current().settings.batch_aging)
-    return dict(db.session.connection().execute(_POSITIONS, {"aged": aged, "ids": job_ids}).all())
+    return dict(db.session.connection().execute(_POSITIONS, {"aged": aged_before(), "ids": job_ids}).all())
 
 
 ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second

@@ -45,10 +45,11 @@ def add_conversation(id: str, title: str, minutes_ago: int = 0, messages: tuple[
 def add_turn(conversation_id: str, prompt: str, status: JobStatus, reply: str | None = None, **job_fields) -> Job:
     """A turn as the worker leaves it (written directly, to reach each state without waiting for one)."""
     job_fields.setdefault("user_id", first_user_id())
+    job_fields.setdefault("model", MODEL)
     if db.session.get(Conversation, conversation_id) is None:
         db.session.add(Conversation(id=conversation_id, session_id=conversation_id, title=title(prompt),
                                     user_id=job_fields["user_id"]))
-    job = Job(conversation_id=conversation_id, user_input=prompt, model=MODEL, status=status.value, **job_fields)
+    job = Job(conversation_id=conversation_id, user_input=prompt, status=status.value, **job_fields)
     db.session.add(job)
     db.session.flush()
     db.session.add(Message(conversation_id=conversation_id, role="user", content=prompt, job_id=job.id))

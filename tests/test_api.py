@@ -1,8 +1,12 @@
 """The JSON API through Flask's test client, with the real Redis, the real model and an in-process worker."""
 
-import pytest
+from datetime import timedelta
 
-from app.models import Job, JobStatus, Message
+import pytest
+from sqlalchemy import select
+
+from app.keys import create_key
+from app.models import ApiKey, Batch, Job, JobStatus, Message, utcnow
 from app.extensions import db
 from tests.factories import MODEL, add_conversation, add_turn, recorded_statements
 
@@ -182,6 +186,29 @@ def test_listing_many_jobs_takes_a_few_statements(client, api_headers):
         jobs = client.get("/chat/api/jobs?limit=1000", headers=api_headers).json["jobs"]
     assert [job["queue_position"] for job in reversed(jobs)] == list(range(1, 31))
     assert len(statements) <= 5, statements  # the key, the jobs, their positions, the recent durations per model
+
+
+def test_a_polled_job_has_the_place_a_listing_gives_it(client, api_headers, owner):
+    """A poll counts a queued job's place with its rank known (app/progress.py: of_one_in_line); a listing, the
+    rule for many at once. Every kind of queued job: interactive, batch, batch that has aged, a batch's line (never
+    ages), held lines of two keys, on two models, beside jobs that are not queued."""
+    create_key("other", owner.id)  # a second key, whose held lines count only ahead of its own
+    keys = [db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) for name in ("test", "other")]
+    db.session.add(Batch(id="batch_1", user_id=owner.id, input_file_id="file-1", endpoint="/v1/chat/completions",
+                         completion_window="24h", status="in_progress", expires_at=utcnow() + timedelta(days=1)))
+    old = utcnow() - timedelta(hours=1)
+    kinds = [dict(priority="interactive"), dict(), dict(created_at=old), dict(created_at=old, batch_id="batch_1"),
+             dict(held=True, batch_id="batch_1", api_key_id=keys[0]), dict(held=True, api_key_id=keys[1]),
+             dict(model="gemma3-270m"), dict(priority="interactive", created_at=old)]
+    for n in range(24):
+        add_turn(f"c{n % 5}", f"Question {n}", JobStatus.QUEUED, user_id=owner.id, **kinds[n * 5 % len(kinds)])
+        if n % 7 == 0:
+            add_turn(f"d{n}", "Answered", JobStatus.DONE, reply="yes", user_id=owner.id, priority="interactive")
+    listed = client.get("/chat/api/jobs?status=queued&limit=1000", headers=api_headers).json["jobs"]
+    assert len(listed) == 24 and len({job["queue_position"] for job in listed}) > 5
+    for job in listed:
+        assert client.get(f"/chat/api/jobs/{job['id']}", headers=api_headers).json["queue_position"] == \
+            job["queue_position"], job
 
 
 def test_healthz_needs_no_key(client):
