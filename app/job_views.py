@@ -25,24 +25,21 @@ _SHOWN = ("id", "kind", "user_input", "model", "system_prompt", "prompt_variable
 _JOBS, _CONVERSATIONS, _TEMPLATES = Job.__table__, Conversation.__table__, PromptTemplate.__table__
 _OWNED = (select(*(_JOBS.c[name] for name in _SHOWN), _CONVERSATIONS.c.session_id,
                  _TEMPLATES.c.name.label("template_name"), _TEMPLATES.c.version.label("template_version"),
-                 _JOBS.c.held, progress.goes_first(_JOBS.c, bindparam("aged")).label("goes_first"))
+                 progress.place_in_line(_JOBS, bindparam("aged")).label("place"))
           .join_from(_JOBS, _CONVERSATIONS, _JOBS.c.conversation_id == _CONVERSATIONS.c.id)
           .outerjoin(_TEMPLATES, _JOBS.c.prompt_template_id == _TEMPLATES.c.id)
           .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.user_id == bindparam("owner")))
 
 
 def owned_job_json(job_id: int, owner: int) -> dict | None:
-    """`job_json` of the owner's job `job_id`, read in one statement (and a queued one's place in a second); None if
-    the owner has no such job."""
-    aged = progress.aged_before()
-    row = db.session.connection().execute(_OWNED, {"job_id": job_id, "owner": owner, "aged": aged}).one_or_none()
+    """`job_json` of the owner's job `job_id`, read in one statement with its place in line; None if the owner has no
+    such job."""
+    row = db.session.connection().execute(
+        _OWNED, {"job_id": job_id, "owner": owner, "aged": progress.aged_before()}).one_or_none()
     if row is None:
         return None
     template = template_ref(row.template_name, row.template_version) if row.template_name is not None else None
-    known = None
-    if row.status == JobStatus.QUEUED.value and not row.held:
-        known = progress.of_one_in_line(row.model, row.id, row.goes_first, aged)
-    return _shown(row, row.session_id, template, known)
+    return _shown(row, row.session_id, template, progress.in_line(row.model, row.place) if row.place else None)
 
 
 def _shown(job: Job | Row, session_id: str, template: str | None, known: progress.Progress | None) -> dict:

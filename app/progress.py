@@ -81,24 +81,22 @@ def _positions_statement() -> Select:
 _POSITIONS = _positions_statement()
 
 
-def _ahead_statement(first: bool) -> Select:
-    """How many jobs are ahead of a queued job that is not held, given whether it goes first (its `queue_rank` is
-    0): `_positions_statement`'s rule with the job's rank known, so each row is one simple test of the
-    `ix_jobs_line` index, never a read of the table (a poll asks many times a second)."""
-    other = Job.__table__
-    ahead_of_rank, before = goes_first(other.c, bindparam("aged")), other.c.id < bindparam("job_id")
-    return (select(func.count()).select_from(other)
-            .where(other.c.model == bindparam("model"), other.c.status == JobStatus.QUEUED.value,
-                   other.c.held.is_(False), and_(ahead_of_rank, before) if first else or_(ahead_of_rank, before)))
+def place_in_line(jobs, aged: BindParameter) -> ColumnElement[int | None]:
+    """A column for a statement over `jobs` (a poll's, app/job_views.py): the place of a queued job that is not
+    held, else NULL. `_positions_statement`'s rule, with the job's own rank worked out once rather than per row, so
+    each row counted is one simple test of the `ix_jobs_line` index, never a read of the table."""
+    other = Job.__table__.alias("other")
+    first, theirs_first, before = goes_first(jobs.c, aged), goes_first(other.c, aged), other.c.id < jobs.c.id
+    ahead = (select(func.count()).select_from(other)
+             .where(other.c.model == jobs.c.model, other.c.status == JobStatus.QUEUED.value, other.c.held.is_(False),
+                    or_(and_(theirs_first, before), and_(~first, or_(theirs_first, before))))
+             .scalar_subquery())
+    return case((and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.held.is_(False)), ahead + 1), else_=None)
 
 
-_AHEAD = {first: _ahead_statement(first) for first in (True, False)}
-
-
-def of_one_in_line(model: str, job_id: int, first: bool, aged: datetime) -> Progress:
-    """What `of` says of one queued job that is not held, given `goes_first` of it as of `aged`, counted faster."""
-    ahead = db.session.connection().scalar(_AHEAD[first], {"model": model, "job_id": job_id, "aged": aged})
-    return _waiting(ahead + 1, eta_per_position(model))
+def in_line(model: str, place: int) -> Progress:
+    """What `of` says of a queued job at `place` (from `place_in_line`)."""
+    return _waiting(place, eta_per_position(model))
 
 
 def aged_before() -> datetime:
