@@ -19,7 +19,7 @@ from sqlalchemy.orm import aliased
 from app import streams, submissions, webhooks
 from app.extensions import current, db
 from app.jobs.queues import enqueue, forget_queued
-from app.jobs.store import add_job, commit_keeping, ensure_conversation, one_writer, title
+from app.jobs.store import add_job, commit_keeping, ensure_conversation, new_conversation_id, one_writer, title
 from app.models import Conversation, Job, JobKind, JobStatus, Message, Priority, PromptTemplate, utcnow
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
         with one_writer():
             if api_key_id is not None:
                 submissions.claim_queue_room(api_key_id)
-            conversation_id = ensure_conversation(owner, session_id, title(user_input), conversation_id)
+            made = new_conversation_id() if conversation_id is None else None
+            conversation_id = ensure_conversation(owner, session_id, title(user_input), conversation_id or made)
             job = add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner,
                           history, **extra)
             commit_keeping(job)
@@ -86,7 +87,8 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
         if idempotency:
             raise AlreadySubmitted() from None
         raise
-    enqueue(job)
+    # The upsert kept the id made here: the conversation is new, and no worker holds an earlier turn's state.
+    enqueue(job, first_turn=conversation_id == made)
     return job
 
 

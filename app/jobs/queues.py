@@ -54,13 +54,14 @@ def job_id_of(rq_job_id: str | bytes) -> int:
     return int(text.removeprefix(RQ_PREFIX))
 
 
-def enqueue(job: Job, priority: str | None = None, worker: str | None = None, at_front: bool = False) -> bool:
+def enqueue(job: Job, priority: str | None = None, worker: str | None = None, at_front: bool = False,
+            first_turn: bool = False) -> bool:
     """Push the job to the worker that holds its conversation's KV state if that worker is idle, or to `worker`
     (the one finishing the previous turn right now), else to its model's queue (app/affinity.py); `at_front`: a
-    job that gave its place up comes next."""
+    job that gave its place up comes next; `first_turn`: its conversation is new, so no worker holds its state."""
     redis = current().redis
     try:
-        holder = worker or _state_holder(job)
+        holder = worker or (None if first_turn else _state_holder(job))
         if holder and (worker or affinity.is_idle(redis, holder)):
             own = Queue(affinity.worker_queue(holder), connection=redis)
             _push(own, job)

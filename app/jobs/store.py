@@ -73,13 +73,17 @@ _UPSERT_CONVERSATION = text(
 ).bindparams(*(bindparam(column.key, type_=column.type) for column in Conversation.__table__.c))
 
 
-def ensure_conversation(owner: int, session_id: str, title: str, conversation_id: str | None) -> str:
-    """The internal id of the owner's conversation `session_id`, made if new: an upsert, because two first turns
-    may arrive at once."""
+def ensure_conversation(owner: int, session_id: str, title: str, conversation_id: str) -> str:
+    """The internal id of the owner's conversation `session_id`, made with `conversation_id` if new: an upsert,
+    because two first turns may arrive at once."""
     now = utcnow()
     return db.session.connection().scalar(_UPSERT_CONVERSATION, {
-        "id": conversation_id or secrets.token_hex(8), "session_id": session_id, "title": title, "user_id": owner,
-        "created_at": now, "updated_at": now})
+        "id": conversation_id, "session_id": session_id, "title": title, "user_id": owner, "created_at": now,
+        "updated_at": now})
+
+
+def new_conversation_id() -> str:
+    return secrets.token_hex(8)
 
 
 def title(text: str) -> str:
@@ -94,7 +98,7 @@ def ensure_conversations(owner: int, titles: dict[str, str]) -> dict[str, str]:
     now = utcnow()
     upsert = dialect_insert(Conversation.__table__).on_conflict_do_update(index_elements=["user_id", "session_id"],
                                                                           set_={"updated_at": now})
-    rows = [{"id": secrets.token_hex(8), "session_id": session_id, "title": title, "user_id": owner,
+    rows = [{"id": new_conversation_id(), "session_id": session_id, "title": title, "user_id": owner,
              "created_at": now, "updated_at": now} for session_id, title in titles.items()]
     return dict(db.session.execute(upsert.returning(Conversation.session_id, Conversation.id), rows).all())
 
