@@ -150,13 +150,13 @@ def _turn_key(message: Message) -> int | str:
 class Job(db.Model):
     __tablename__ = "jobs"
     # Queue order, positions and recent durations walk a model's jobs of one status by id; the per-key queue cap
-    # counts one key's queued jobs; the Queue page's last hour reads the jobs that ended lately or have not: each is
+    # counts one key's queued jobs that are not a batch's lines (in the index alone); the Queue page's last hour reads the jobs that ended lately or have not: each is
     # an index range, however many jobs there are in all.
     __table_args__ = (Index("ix_jobs_model_status_id", "model", "status", "id"),
                       # A queued job's place: one count over this index, the table never read (app/progress.py).
                       Index("ix_jobs_line", "model", "status", "held", "id", "priority", "created_at", "batch_id"),
                       Index("ix_jobs_processed_at", "processed_at"),
-                      Index("ix_jobs_key_status", "api_key_id", "status"),
+                      Index("ix_jobs_key_status_batch", "api_key_id", "status", "batch_id"),
                       Index("ix_jobs_held_key_id", "held", "api_key_id", "id"),
                       Index("ix_jobs_batch_status", "batch_id", "status"),
                       UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_key_idempotency"))
