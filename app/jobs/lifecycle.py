@@ -19,7 +19,7 @@ from sqlalchemy.orm import aliased
 from app import streams, submissions, webhooks
 from app.extensions import current, db
 from app.jobs.queues import enqueue, forget_queued
-from app.jobs.store import add_job, commit_keeping, ensure_conversation, new_conversation_id, one_writer, title
+from app.jobs.store import ensure_conversation, insert_job, new_conversation_id, one_writer, title, written
 from app.models import Conversation, Job, JobKind, JobStatus, Message, Priority, PromptTemplate, utcnow
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,15 @@ def submit(owner: int, session_id: str, user_input: str, model: str, system_prom
                 submissions.claim_queue_room(api_key_id)
             made = new_conversation_id() if conversation_id is None else None
             conversation_id = ensure_conversation(owner, session_id, title(user_input), conversation_id or made)
-            job = add_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id, owner,
-                          history, **extra)
-            commit_keeping(job)
+            values = insert_job(conversation_id, user_input, model, system_prompt, params, priority, api_key_id,
+                                owner, history, **extra)
+            db.session.commit()
     except IntegrityError:
         db.session.rollback()
         if idempotency:
             raise AlreadySubmitted() from None
         raise
+    job = written(values)
     # The upsert kept the id made here: the conversation is new, and no worker holds an earlier turn's state.
     enqueue(job, first_turn=conversation_id == made)
     return job
@@ -105,10 +106,11 @@ def regenerate(job: Job) -> Job:
     if job.model not in current().settings.offered_models:  # an imported turn's, say: no worker would take it
         raise NotRegenerable(f"the model '{job.model}' is not offered here")
     db.session.execute(delete(Message).where(Message.job_id == job.id))
-    again = add_job(job.conversation_id, job.user_input, job.model, job.system_prompt, job.params, job.priority,
-                    job.api_key_id, job.user_id, job.history, prompt_template_id=job.prompt_template_id,
-                    prompt_variables=job.prompt_variables)
+    values = insert_job(job.conversation_id, job.user_input, job.model, job.system_prompt, job.params, job.priority,
+                        job.api_key_id, job.user_id, job.history, prompt_template_id=job.prompt_template_id,
+                        prompt_variables=job.prompt_variables)
     db.session.commit()
+    again = written(values)
     enqueue(again)
     return again
 

@@ -36,37 +36,31 @@ def in_turn() -> Iterator[None]:
     time.sleep(time.monotonic() - began)
 
 
-def commit_keeping(kept: object) -> None:
-    """Commit, and expire what the session holds as a commit does, but `kept`: a submit reads its new job right
-    after (to enqueue it, to answer), and reloading it was an eighth of a submit (docs/benchmarks.md, the web tier).
-    What it holds are the values just written; what it never loaded (its empty columns, its conversation) still
-    loads on first use."""
-    session = db.session()
-    expiring, session.expire_on_commit = session.expire_on_commit, False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = expiring
-    if expiring:
-        for held in list(session.identity_map.values()):
-            if held is not kept:
-                session.expire(held)
-
-
-def add_job(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
-            priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None,
-            **extra) -> Job:
-    """A new queued job and its user message. The job is inserted in Core and then taken into the session as the
-    row just written (the ORM's flush of one object was a tenth of a submit: docs/benchmarks.md, the web tier)."""
+def insert_job(conversation_id: str, user_input: str, model: str, system_prompt: str | None, params: dict,
+               priority: str, api_key_id: int | None, user_id: int | None, history: list | None = None,
+               **extra) -> dict:
+    """Insert a new queued job and its user message, in Core; the job's values, with its id (`written` makes the
+    job of them once the transaction is committed)."""
     values = {"kind": JobKind.CHAT.value, **extra, "conversation_id": conversation_id, "user_input": user_input,
               "model": model, "system_prompt": system_prompt, "params": params, "priority": priority,
               "api_key_id": api_key_id, "user_id": user_id, "history": history, "request_id": logs.request_id.get(),
               "status": JobStatus.QUEUED.value, "attempts": 0, "held": False, "callback_attempts": 0,
               "created_at": utcnow()}
-    job = Job(id=db.session.connection().scalar(insert(Job.__table__).returning(Job.id), values), **values)
-    make_transient_to_detached(job)  # as if loaded: what it was not given loads on first use
+    values["id"] = db.session.connection().scalar(insert(Job.__table__).returning(Job.id), values)
+    insert_messages([{"conversation_id": conversation_id, "role": "user", "content": user_input,
+                      "job_id": values["id"]}])
+    return values
+
+
+def written(values: dict) -> Job:
+    """The job `insert_job` wrote, in the session as if just loaded: what it was not given loads on first use.
+
+    Made after the commit, not flushed by the ORM: the flush of one object, and then the object made inside the
+    write transaction, were most of the time a submit held SQLite's write lock, which every submit waits for in
+    turn (docs/benchmarks.md, the web tier)."""
+    job = Job(**values)
+    make_transient_to_detached(job)
     db.session.add(job)
-    insert_messages([{"conversation_id": conversation_id, "role": "user", "content": user_input, "job_id": job.id}])
     return job
 
 
@@ -122,4 +116,4 @@ def insert_jobs(rows: list[dict]) -> list[int]:
 
 def insert_messages(rows: list[dict]) -> None:
     if rows:
-        db.session.execute(insert(Message.__table__), rows)
+        db.session.connection().execute(insert(Message.__table__), rows if len(rows) > 1 else rows[0])
