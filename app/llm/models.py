@@ -156,16 +156,21 @@ def shared_context(llm, parallel: int, exact: bool) -> int:
     """Give `llm` a context of `parallel` sequences instead of the one-sequence context llama-cpp-python made (it
     has no parameter for this); returns `parallel`. By default the sequences share the model's `n_ctx` cells
     (unified KV: one job alone has the whole context, and memory stays that of one sequence), which interleaves
-    their cells, so a greedy answer's rounding can differ from one at a time. `exact` gives each sequence `n_ctx`
+    their cells, and attention is flash attention (it skips the cells of other sequences, where the default kernel
+    computes them all and masks them: docs/batching.md), so a greedy answer's rounding can differ from one at a time
+    (`parallel` 1: llama-cpp-python's default attention). `exact` gives each sequence `n_ctx`
     cells of its own and attention without flash attention (a job alone answers exactly as one at a time; jobs
     decoded together still meet the kernels' rounding), for `parallel` times the KV memory (docs/batching.md)."""
+    import llama_cpp
     from llama_cpp._internals import LlamaContext
 
     if parallel > 1:
         params = llm.context_params
         params.n_seq_max, params.kv_unified = parallel, not exact
         if exact:
-            params.n_ctx, params.flash_attn_type = params.n_ctx * parallel, 0  # llama.cpp splits n_ctx among streams
+            params.n_ctx, params.flash_attn_type = params.n_ctx * parallel, llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        else:  # flash attention skips the cells other sequences hold: a step of four costs less (docs/batching.md)
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         llm._ctx.close()  # freed before the new one is made: never two caches at once
         llm._ctx = llm._stack.enter_context(contextlib.closing(LlamaContext(model=llm._model, params=params,
                                                                             verbose=False)))
