@@ -67,10 +67,11 @@ class RateCounts:
         key = KEY_PREFIX + item.key_for(*identity)
         with self._lock:
             lease = self._leases.get(key)
-            if lease and lease.left and lease.until > time.monotonic():
+            current_lease = lease is not None and lease.until > time.monotonic()
+            if current_lease and lease.left:
                 lease.left -= 1
                 return
-            known = lease.counted if lease and lease.until > time.monotonic() else 0
+            known = lease.counted if current_lease else 0  # the window's count when this process last asked
         size = max(1, min(LEASE_MAX, item.amount // 64, (item.amount - known) // 8)) if ahead else 1
         sent = time.monotonic()  # the window ends no sooner than this plus what Redis says is left
         counted, left_ms = self.count(keys=[key], args=[size, item.get_expiry() * 1000])

@@ -150,8 +150,8 @@ def _turn_key(message: Message) -> int | str:
 class Job(db.Model):
     __tablename__ = "jobs"
     # Queue order, positions and recent durations walk a model's jobs of one status by id; the per-key queue cap
-    # counts one key's queued jobs that are not a batch's lines (in the index alone); the Queue page's last hour reads the jobs that ended lately or have not: each is
-    # an index range, however many jobs there are in all.
+    # counts one key's queued jobs that are not a batch's lines (in the index alone); the Queue page's last hour
+    # reads the jobs that ended lately or have not: each is an index range, however many jobs there are in all.
     __table_args__ = (Index("ix_jobs_model_status_id", "model", "status", "id"),
                       # A queued job's place: one count over this index, the table never read (app/progress.py).
                       Index("ix_jobs_line", "model", "status", "held", "id", "priority", "created_at", "batch_id"),

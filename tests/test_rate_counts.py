@@ -28,7 +28,7 @@ def served(counts: RateCounts, item, identity=("api-key", "1")) -> bool:
 
 def test_two_processes_taking_hits_ahead_never_pass_the_limit(processes):
     limit = RateLimitItemPerSecond(640, 60)  # leases of 10, shrinking as the window fills
-    outcomes = [served(processes[n % 3 % 2], limit) for n in range(1000)]
+    outcomes = [served(processes[n % 3 % 2], limit) for n in range(1000)]  # two requests to one, one to the other
     assert limit.amount - LEASE_MAX <= sum(outcomes) <= limit.amount
     assert not any(outcomes[sum(outcomes) + LEASE_MAX:])  # once refused, refused: the window is full
 
@@ -49,7 +49,7 @@ def test_threads_of_two_processes_never_pass_the_limit(processes):
     assert limit.amount - 2 * LEASE_MAX <= sum(results) <= limit.amount
 
 
-def test_a_small_limit_is_counted_one_by_one(processes, redis_url):
+def test_a_small_limit_is_counted_one_by_one(processes):
     limit = RateLimitItemPerSecond(60, 60)
     assert [served(processes[n % 2], limit) for n in range(62)] == [True] * 60 + [False] * 2
     with pytest.raises(Limited) as refused:
