@@ -11,6 +11,7 @@ cannot stop the whole stack, and that ends when its supervisor does.
 
 import argparse
 import ctypes
+import gc
 import logging
 import os
 import secrets
@@ -249,6 +250,7 @@ def main(argv: list[str]) -> None:
     if unknown:
         sys.exit(f"llamalith: worker asked to serve unconfigured model(s): {', '.join(unknown)}")
     prepare(app, models)
+    gc.freeze()  # start-up's objects and the models' live as long as the process: see wsgi.py
     if supervisor:
         threading.Thread(target=watch_supervisor, args=(app, supervisor), name="supervisor", daemon=True).start()
     stop = threading.Event()

@@ -1,5 +1,6 @@
 """The web process: `python wsgi.py` serves with waitress; `flask --app wsgi ...` runs commands."""
 
+import gc
 import signal
 import sys
 import threading
@@ -33,6 +34,9 @@ def main() -> None:
     if server.adj.connection_limit < serving.MAX_CONNECTIONS:
         print(f"llamalith: {descriptors} open files allowed (ulimit -n), so at most {server.adj.connection_limit} "
               "connections at a time; raise the limit for more", flush=True)
+    # What start-up made (modules, the app, SQLAlchemy's mappings: ~130,000 objects) lives as long as the process;
+    # out of the collector's sight, a full collection takes a few ms instead of ~80 with every thread stopped.
+    gc.freeze()
     stopping = app.shutting_down
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
