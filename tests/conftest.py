@@ -28,12 +28,6 @@ from tests.client import Client
 from tests.factories import add_user
 from tests.stack import MODEL_PATHS, Stack, free_port, start_redis
 
-# Property tests (Hypothesis, Schemathesis) draw the same examples on every run, so a red run is a change's doing,
-# not a lucky draw; `HYPOTHESIS_PROFILE=explore` draws new ones each run, to look for what the fixed ones miss.
-hypothesis.settings.register_profile("fixed", derandomize=True)
-hypothesis.settings.register_profile("explore", derandomize=False)
-hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
-
 
 @pytest.fixture(scope="session")
 def redis_socket(tmp_path_factory) -> Path:
@@ -53,6 +47,15 @@ def redis_url(redis_socket) -> str:
 # The PostgreSQL pass (`make test-postgres`) names a server in DATABASE_URL, and each test gets a fresh database
 # there. Taken out of the environment, so that no test, subprocess or default setting uses that database itself.
 POSTGRES_SERVER = os.environ.pop("DATABASE_URL", None)
+
+# Property tests (Hypothesis, Schemathesis) draw the same examples on every run, so a red run is a change's doing,
+# not a lucky draw; `HYPOTHESIS_PROFILE=explore` draws new ones each run, to look for what the fixed ones miss.
+# The PostgreSQL pass draws a quarter as many as the SQLite pass (25 a test, not 100): what PostgreSQL alone refuses
+# (integers past a column's range, NUL characters, infinities) is among the few odd values the strategies favour.
+EXAMPLES = 25 if POSTGRES_SERVER else 100
+hypothesis.settings.register_profile("fixed", derandomize=True, max_examples=EXAMPLES)
+hypothesis.settings.register_profile("explore", derandomize=False, max_examples=EXAMPLES)
+hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 
 @pytest.fixture(scope="session")
@@ -123,13 +126,15 @@ def migrated_postgres_url(postgres_server, migrated_postgres) -> str:
 # models, or drive the browser. Tests that start processes themselves say so with `@pytest.mark.slow`.
 SLOW_FIXTURES = {"stack", "make_run", "model_cache", "chromium"}
 DATABASE_FIXTURES = {"database", "empty_database"}
+# What the browser draws is the same on any database: the pages' queries run on PostgreSQL in the fast tier.
+SAME_ON_POSTGRES_FIXTURES = {"chromium"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m "not slow"` picks the tests
 def pytest_collection_modifyitems(config, items) -> None:
     """Marks the slow tier (`make test-fast` leaves it out). The PostgreSQL pass leaves out the tests without a
-    database, and those marked `same_on_postgres`: they would run exactly as in the SQLite pass (minutes of CI,
-    mostly the real model's and the browser's)."""
+    database, the browser's, and those marked `same_on_postgres`: they would run exactly as in the SQLite pass
+    (minutes of CI, mostly the real model's and the browser's)."""
     for item in items:
         if SLOW_FIXTURES.intersection(item.fixturenames):
             item.add_marker(pytest.mark.slow)
@@ -139,7 +144,8 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 def _same_on_postgres(item) -> bool:
-    return not DATABASE_FIXTURES.intersection(item.fixturenames) or item.get_closest_marker("same_on_postgres") is not None
+    return (not DATABASE_FIXTURES.intersection(item.fixturenames) or SAME_ON_POSTGRES_FIXTURES.intersection(
+        item.fixturenames) or item.get_closest_marker("same_on_postgres") is not None)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -134,6 +134,7 @@ def test_greedy_answers_through_the_batch_equal_one_at_a_time_answers(stack):
     assert same_exact >= 6
 
 
+@pytest.mark.same_on_postgres
 def test_two_jobs_submitted_together_both_stream_before_either_ends(stack):
     serve(stack)
     stack.start_web()
@@ -147,6 +148,7 @@ def test_two_jobs_submitted_together_both_stream_before_either_ends(stack):
         assert any(tokens[other][0] < at < tokens[other][-1] for at in tokens[job_id]), (tokens, ends)
 
 
+@pytest.mark.same_on_postgres
 def test_an_interactive_turn_takes_the_place_of_a_batch_line(stack):
     serve(stack, RECONCILE_INTERVAL="1")  # a line enqueued twice after giving its place up would show
     stack.start_web()
@@ -197,6 +199,7 @@ def test_killed_worker_with_four_jobs_in_flight_retries_each_once(stack):
         assert stack.get(f"/api/status/{job['conversation_id']}")["response"] == job["result"]
 
 
+@pytest.mark.same_on_postgres
 def test_cancel_one_of_four_running_jobs(stack):
     serve(stack, LLM_PARALLEL="4")
     stack.start_web()
@@ -216,6 +219,7 @@ def test_cancel_one_of_four_running_jobs(stack):
     assert [assistant_messages(stack, job_id) for job_id in ids] == [1, 1, 1, 1]  # the partial text is kept too
 
 
+@pytest.mark.same_on_postgres
 def test_four_sequences_cost_little_more_memory_than_one(stack):
     serve(stack)
     stack.start_web()
@@ -241,6 +245,7 @@ def sequences(stack) -> list[dict]:
     return next(model for model in stack.get("/api/models")["models"] if model["id"] == MODEL)["sequences"]
 
 
+@pytest.mark.same_on_postgres
 def test_api_models_and_metrics_show_the_sequences_in_use(stack):
     serve(stack)
     stack.start_web()

@@ -159,7 +159,7 @@ def rule_of(app, route: str):
     return next(rule for rule in app.url_map.iter_rules() if f"{rule.endpoint} {rule.rule}" == route)
 
 
-EXAMPLES = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.mark.parametrize("path", all_routes("/chat/api") + all_routes("/chat/v1") + all_routes("/chat/ollama"))

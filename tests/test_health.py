@@ -2,6 +2,7 @@
 
 import signal
 
+import pytest
 import requests
 from flask_migrate import upgrade
 from redis import Redis
@@ -15,6 +16,7 @@ def readiness(stack) -> dict:
     return requests.get(stack.url + "/readyz", timeout=10).json()
 
 
+@pytest.mark.same_on_postgres
 def test_readyz_needs_a_live_worker_per_offered_model(stack):
     stack.env["LLM_MODELS"] = "smollm2-135m,gemma3-270m"
     stack.start_web()
@@ -41,6 +43,7 @@ def test_readyz_is_503_when_redis_is_down_and_healthz_still_answers(environ, tmp
     assert client.get("/chat/healthz").json == {"status": "ok"}
 
 
+@pytest.mark.same_on_postgres
 def test_worker_counts_follow_a_flushed_redis_and_a_killed_worker(stack):
     """Workers announce themselves every few seconds: after FLUSHALL they are counted again at once (it took 6.5
     minutes), and a worker killed with -9 stops counting within a few seconds (it took ~7 minutes)."""

@@ -36,6 +36,7 @@ def quick(url: str, headers: dict | None = None) -> float:
     return time.monotonic() - started
 
 
+@pytest.mark.same_on_postgres
 def test_streams_over_the_cap_get_429_and_the_server_keeps_answering(stack):
     stack.env.update(SSE_MAX_STREAMS="12", SSE_MAX_STREAMS_PER_KEY="8", SSE_MAX_STREAMS_PER_USER="12")
     stack.start_web()
@@ -100,6 +101,7 @@ def test_a_bad_last_event_id_is_400_and_costs_nothing_after(stack):
     assert cpu_seconds(process) - before < 0.2
 
 
+@pytest.mark.same_on_postgres
 @pytest.mark.slow
 def test_open_streams_back_off_while_redis_is_down(environ, tmp_path):
     (tmp_path / "private-redis").mkdir()
@@ -125,6 +127,7 @@ def test_open_streams_back_off_while_redis_is_down(environ, tmp_path):
         redis_process.terminate()
 
 
+@pytest.mark.same_on_postgres
 @pytest.mark.slow
 def test_a_cancel_after_a_redis_blip_stops_the_job_within_a_token(environ, tmp_path):
     (tmp_path / "private-redis").mkdir()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from config import ROOT
@@ -15,6 +16,7 @@ from tests.stack import wait_for, wait_for_line
 SERVING = r"worker\.1\s+\|.*\bworker \S+:(\d+) serving"  # text or JSON log lines
 
 
+@pytest.mark.same_on_postgres
 def test_a_killed_worker_is_restarted_and_its_job_still_ends_done(make_run):
     process, output, environ = make_run
     wait_for_line(output, r"^admin password: ")

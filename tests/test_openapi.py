@@ -29,6 +29,7 @@ def live(stack):
     return stack
 
 
+@pytest.mark.same_on_postgres
 def test_every_answer_matches_the_document_and_none_is_a_5xx_by_mistake(live):
     """All operations but the event stream (it stays open while its job runs; tests/test_streaming.py and
     tests/test_limits.py cover it), 40 generated requests each, valid and invalid. Every check runs but one: a

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psutil
+import pytest
 import requests
 
 from app.serving import MAX_CONNECTIONS, connection_limit, descriptors_needed
@@ -23,6 +24,7 @@ def test_connections_are_limited_to_the_descriptors_the_process_has():
     assert 0 < limited and descriptors_needed(48, limited) <= 1024
 
 
+@pytest.mark.same_on_postgres
 def test_a_connection_flood_after_a_warm_up_leaves_the_web_process_serving(stack):
     web = stack.start_web()
     with ThreadPoolExecutor(48) as pool:  # every web thread with its database and Redis connections open
@@ -61,6 +63,7 @@ def status_and_error(answer: bytes) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)["error"]
 
 
+@pytest.mark.same_on_postgres
 def test_a_body_over_its_routes_limit_is_refused_before_it_is_sent(stack):
     stack.env.update(MAX_REQUEST_BYTES="2048", BATCH_FILE_MAX_BYTES="4096")
     stack.start_web()
@@ -88,6 +91,7 @@ def test_a_body_over_its_routes_limit_is_refused_before_it_is_sent(stack):
     assert 2048 < int(upload.request.headers["Content-Length"]) < 4096 and upload.status_code == 200, upload.text
 
 
+@pytest.mark.same_on_postgres
 def test_a_body_without_a_key_is_refused_before_it_is_sent(stack):
     stack.start_web()
     port = int(stack.env["PORT"])

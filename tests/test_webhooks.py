@@ -88,6 +88,7 @@ def test_an_ended_job_is_posted_once_signed_and_retried_2_then_4_s_after_a_500(s
     receiver.shutdown()
 
 
+@pytest.mark.same_on_postgres
 def test_twenty_deliveries_leave_the_worker_serving_in_the_same_loop(stack, tmp_path):
     """Each delivery used to end rq's loop ("found an unhandled exception, quitting"), so the worker started anew
     under another rq name and /readyz counted the ghosts."""
@@ -167,6 +168,7 @@ def rss_mb(pid: int) -> float:
     return int(status.split("VmRSS:")[1].split()[0]) / 1024
 
 
+@pytest.mark.same_on_postgres
 def test_a_dripping_receiver_fails_at_the_deadline_and_never_delays_model_work(stack):
     slow = Listener(drip)
     stack.env.update(CALLBACK_ALLOWED_HOSTS=f"127.0.0.1:{slow.port}", CALLBACK_TIMEOUT="2", CALLBACK_MAX_ATTEMPTS="1")
@@ -185,6 +187,7 @@ def test_a_dripping_receiver_fails_at_the_deadline_and_never_delays_model_work(s
     assert slow.closed[0] - slow.opened[0] < 5  # the worker let go at the deadline
 
 
+@pytest.mark.same_on_postgres
 def test_a_receiver_answering_200_mb_costs_the_worker_no_memory(stack):
     huge = Listener(flood)
     stack.env.update(CALLBACK_ALLOWED_HOSTS=f"127.0.0.1:{huge.port}", CALLBACK_TIMEOUT="5")
@@ -223,6 +226,7 @@ def test_a_name_that_turns_internal_after_submit_is_refused_at_delivery(app, mon
         webhooks.check_url("https://hooks.example.com/in")
 
 
+@pytest.mark.same_on_postgres
 def test_the_readme_webhook_example_runs_as_written(stack, receiver):
     import re
     import subprocess
