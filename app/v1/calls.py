@@ -48,6 +48,11 @@ def submit(parse: Callable[[Any], Body], submission: Callable[..., Submission]) 
     return Call(body, job, replayed, give_back)
 
 
+def filed_by_user(submission: Callable[..., Submission]) -> Callable[..., Submission]:
+    """`submission` taking the conversation the call names (`session_id_of(body.user)`) as its `session_id`."""
+    return lambda body, **common: submission(body, session_id=session_id_of(body.user), **common)
+
+
 def session_id_of(user: str | None) -> str:
     """The client's name for the conversation the call lands in: the header, else `user`, else a new one."""
     session_id = request.headers.get(CONVERSATION_HEADER) or user

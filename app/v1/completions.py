@@ -12,8 +12,7 @@ from app.v1 import bp, calls
 
 @bp.post("/completions")
 def completions():
-    call = calls.submit(parse_text_completion_request, lambda body, **common: submission(
-        body, session_id=calls.session_id_of(body.user), **common))
+    call = calls.submit(parse_text_completion_request, calls.filed_by_user(submission))
     body, job = call.body, call.job
     model, overrides = job.model, body.generation_overrides()
     if not body.stream:

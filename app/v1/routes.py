@@ -35,8 +35,7 @@ def get_model(model_id: str):
 
 @bp.post("/chat/completions")
 def chat_completions():
-    call = calls.submit(parse_chat_request, lambda body, **common: submission(
-        body, session_id=calls.session_id_of(body.user), **common))
+    call = calls.submit(parse_chat_request, calls.filed_by_user(submission))
     body, job = call.body, call.job
     model, overrides = job.model, body.generation_overrides()
     tools = body.callable_tools()
