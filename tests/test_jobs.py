@@ -13,7 +13,7 @@ from app.keys import create_key
 from app.extensions import db
 from app.llm import ContextTooLong, ModelLoadError, Turn, fit_prompt
 from app.llm.models import chat_formatter
-from app.models import Job, JobStatus, Message, utcnow
+from app.models import Job, JobKind, JobStatus, Message, utcnow
 from config import load_settings
 from tests.factories import MODEL, add_turn, add_user
 
@@ -140,3 +140,13 @@ def test_a_regenerated_answer_replaces_the_old_one_in_the_next_turns_history(own
     assert db.session.get(Job, old.id).result == "the old answer"  # the old job keeps what it wrote
     with pytest.raises(jobs.NotRegenerable):
         jobs.regenerate(db.session.get(Job, old.id))  # no longer the conversation's last answer
+
+
+def test_an_embedding_in_the_conversation_is_not_in_a_chat_prompts_history(owner):
+    """A client sending the same `user` to /v1/embeddings and /v1/chat/completions files both in one conversation;
+    the chat shows the embedding's line, but the model is never given its inputs and summary as a turn."""
+    add_turn("c-8", "Hello.", JobStatus.DONE, "Hi!", result="Hi!", user_id=owner.id)
+    add_turn("c-8", '["a text to embed"]', JobStatus.DONE, "1 embedding of 576 dimensions", result="[[0.5]]",
+             kind=JobKind.EMBEDDING.value, user_id=owner.id)
+    following = jobs.submit(owner.id, "c-8", "And now?", MODEL, None, {})
+    assert [(turn.user, turn.assistant) for turn in running.history(following)] == [("Hello.", "Hi!")]

@@ -6,6 +6,7 @@ import time
 
 from redis import RedisError
 from rq.timeouts import JobTimeoutException
+from sqlalchemy import select
 
 from app import affinity, embeddings, logs, metrics, streams
 from app.extensions import current, db
@@ -145,7 +146,11 @@ def _failure(job: Job, exc: Exception, work: str) -> tuple[JobStatus, str, str]:
 
 def history(job: Job) -> list[Turn]:
     """What the model sees before the input, oldest first: the turns the client sent along, else the earlier
-    completed turns of the job's conversation."""
+    completed chat turns of the job's conversation (an embedding job filed there shows a line in the chat, but its
+    inputs and summary are no turn of it)."""
     if job.history is not None:
         return [Turn(user, assistant) for user, assistant in job.history]
-    return [turn for turn in conversation_turns(job.conversation_id, before_job_id=job.id) if turn.complete]
+    other_kinds = set(db.session.scalars(select(Job.id).where(
+        Job.conversation_id == job.conversation_id, Job.id < job.id, Job.kind != JobKind.CHAT.value)))
+    return [turn for turn in conversation_turns(job.conversation_id, before_job_id=job.id)
+            if turn.complete and turn.job_id not in other_kinds]
