@@ -25,8 +25,8 @@ MAX_TURNS = 10_000
 MAX_ERROR_CHARS = 10_000
 # What a turn's job keeps of the job as GET /api/jobs/{id} shows it: no ids, queue or delivery fields, and the
 # system prompt's text rather than the template it came from (templates are their owner's, on this server).
-JOB_FIELDS = ("model", "system_prompt", "params", "status", "error", "created_at", "started_at", "processed_at",
-              "usage")
+JOB_FIELDS = ("kind", "model", "system_prompt", "params", "status", "error", "created_at", "started_at",
+              "processed_at", "usage")
 MEDIA_TYPES = {"json": "application/json", "md": "text/markdown; charset=utf-8"}
 
 
@@ -88,6 +88,8 @@ class ConversationUsage(FilePart):
 class ConversationJob(FilePart):
     """The job that answered a turn. Only ended turns are in a file."""
 
+    # Files written before jobs had kinds hold chat answers only.
+    kind: Literal["chat", "embedding"] = "chat"
     model: str = Field(min_length=1, max_length=80)
     system_prompt: str | None = Field(max_length=MAX_SYSTEM_PROMPT_CHARS)
     params: Annotated[dict[str, Any], AfterValidator(_generation_params)] = Field(
@@ -245,7 +247,7 @@ def _job(turn: ConversationTurn) -> dict[str, Any] | None:
     if turn.job is None:
         return None
     job, error = turn.job, turn.job.error
-    return dict(user_input=turn.user, model=job.model, system_prompt=job.system_prompt, params=job.params,
+    return dict(kind=job.kind, user_input=turn.user, model=job.model, system_prompt=job.system_prompt, params=job.params,
                 status=job.status, result=turn.assistant or "", error_code=error.code if error else None,
                 error=error.message if error else None, attempts=0, created_at=job.created_at,
                 started_at=job.started_at, processed_at=job.processed_at, **job.usage.model_dump())

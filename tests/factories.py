@@ -80,7 +80,8 @@ def recorded_statements() -> Iterator[list[str]]:
 
 
 def conversation_file(conversation_id: str, *turns: tuple[str, str]) -> dict:
-    """A conversation file as GET /api/conversations/{id}/export gives it: a finished job for each (prompt, answer)."""
+    """A conversation file as GET /api/conversations/{id}/export gave it before jobs had kinds (an import takes
+    them as chat answers): a finished job for each (prompt, answer)."""
     moment = "2026-01-01T12:00:00.000Z"
     usage = {"prompt_tokens": 12, "completion_tokens": 5, "first_token_ms": 40, "duration_ms": 0}
     return {"format": "llamalith.conversation", "version": 1, "exported_at": moment, "conversation_id": conversation_id,

@@ -12,10 +12,10 @@ from rq import Queue
 from sqlalchemy import func, select
 
 from app import conversation_files, jobs
-from app.jobs import imported
+from app.jobs import imported, running
 from app.extensions import db
 from app.keys import create_key
-from app.models import Conversation, Job, JobStatus, Message
+from app.models import Conversation, Job, JobKind, JobStatus, Message
 from config import ROOT
 from tests.factories import MODEL, add_conversation, add_turn, add_user, conversation_file
 from tests.other_submits import OtherSubmits
@@ -303,3 +303,25 @@ def _no_deletes(execute):
             return None
         return execute(statement, *args, **kwargs)
     return execute_but_delete
+
+
+def test_an_embedding_turn_round_trips_as_an_embedding_and_stays_out_of_prompts(client, api_headers, owner):
+    add_turn("c-1", "Hello.", JobStatus.DONE, "Hi!", result="Hi!", user_id=owner.id)
+    add_turn("c-1", '["a text"]', JobStatus.DONE, "1 embedding of 576 dimensions", result="[[0.5]]",
+             kind=JobKind.EMBEDDING.value, user_id=owner.id)
+    exported = export(client, api_headers, "c-1").json
+    assert [turn["job"]["kind"] for turn in exported["turns"]] == ["chat", "embedding"]
+    assert import_(client, api_headers, exported, "copy").status_code == 201
+    copy = db.session.scalar(select(Conversation).where(Conversation.session_id == "copy"))
+    assert db.session.scalars(select(Job.kind).where(Job.conversation_id == copy.id).order_by(Job.id)).all() == [
+        "chat", "embedding"]
+    following = jobs.submit(owner.id, "copy", "And now?", MODEL, None, {})
+    assert [(turn.user, turn.assistant) for turn in running.history(following)] == [("Hello.", "Hi!")]
+    assert export(client, api_headers, "copy").json["turns"] == exported["turns"]
+
+
+def test_a_file_without_kinds_imports_chat_turns(client, api_headers):
+    file = conversation_file("old", ("Hello.", "Hi!"))
+    assert "kind" not in file["turns"][0]["job"]
+    assert import_(client, api_headers, file).status_code == 201
+    assert db.session.scalar(select(Job.kind)) == "chat"
