@@ -65,21 +65,25 @@ def params(tools: list[Tool], choice: str) -> dict[str, Any]:
 
 def offered_in(params: dict[str, Any] | None) -> list[Tool]:
     """The functions a job's answer could call, read back from the grammar its settings recorded: how a stored
-    answer is told from text once the request that offered them is gone (their descriptions are not kept)."""
+    answer is told from text once the request that offered them is gone."""
     schema = (params or {}).get("json_schema")
     tools = [_tool_of(call) for call in schema.get("anyOf", [schema])] if isinstance(schema, dict) else []
     return tools if tools and None not in tools else []
 
 
 def _call_schema(tool: Tool) -> dict[str, Any]:
-    return {"type": "object", "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
-            "required": ["name", "arguments"]}
+    """A call of `tool` as a JSON schema; its description rides along (a grammar ignores it), so that a stored
+    answer lists its functions as they were offered."""
+    schema = {"type": "object", "properties": {"name": {"const": tool.name}, "arguments": tool.parameters},
+              "required": ["name", "arguments"]}
+    return {**schema, "description": tool.description} if tool.description else schema
 
 
 def _tool_of(schema: Any) -> Tool | None:
     try:
-        tool = Tool(schema["properties"]["name"]["const"], parameters=schema["properties"]["arguments"])
-    except (KeyError, TypeError):
+        tool = Tool(schema["properties"]["name"]["const"], schema.get("description", ""),
+                    schema["properties"]["arguments"])
+    except (KeyError, TypeError, AttributeError):
         return None
     return tool if _call_schema(tool) == schema else None
 

@@ -97,9 +97,10 @@ def test_a_function_call_is_an_output_item_and_its_output_gets_the_final_answer(
     assert (call.type, call.name, first.status) == ("function_call", "get_weather", "completed")
     assert isinstance(json.loads(call.arguments)["city"], str) and first.tools[0].name == "get_weather"
     assert first.text.format.type == "text"  # the call's grammar is not the answer's format
-    again = client.responses.retrieve(first.id)  # the tools are not stored: their grammar tells the call from text
+    again = client.responses.retrieve(first.id)  # the tools are not stored: their grammar tells them
     assert (again.output[0].type, again.output[0].arguments) == ("function_call", call.arguments)
-    assert [tool.name for tool in again.tools] == ["get_weather"] and again.text.format.type == "text"
+    assert [(tool.name, tool.description) for tool in again.tools] == [("get_weather", WEATHER["description"])]
+    assert again.text.format.type == "text"
     events = list(client.responses.create(model=MODEL, input=ask, tools=[WEATHER], temperature=0, stream=True,
                                           max_output_tokens=60, tool_choice={"type": "function", "name": "get_weather"}))
     kinds = [event.type for event in events]

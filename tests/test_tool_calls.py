@@ -112,12 +112,12 @@ def test_a_named_choice_without_a_name_is_a_400_not_a_500():  # Schemathesis sen
 
 def test_the_functions_a_stored_job_could_call_are_read_back_from_its_grammar():
     weather = tool_calls.Tool("get_weather", "The weather", WEATHER["function"]["parameters"])
-    time = tool_calls.Tool("get_time", "The time", {"type": "object", "properties": {}})
+    time = tool_calls.Tool("get_time", parameters={"type": "object", "properties": {}})  # no description
     for tools, choice in [([weather], tool_calls.REQUIRED), ([weather, time], tool_calls.AUTO),
                           ([weather, time], "get_time")]:
         read = tool_calls.offered_in(tool_calls.params(tools, choice))
         offered = [tool for tool in tools if choice in (tool_calls.AUTO, tool_calls.REQUIRED) or tool.name == choice]
-        assert [(tool.name, tool.parameters) for tool in read] == [(tool.name, tool.parameters) for tool in offered]
+        assert read == offered  # descriptions too
     assert tool_calls.offered_in(tool_calls.params([weather], tool_calls.NONE)) == []
     for schema in ({"type": "object"}, {"anyOf": [{"type": "string"}]}, {"properties": {"name": "x"}},
                    {"anyOf": [tool_calls.params([weather], "auto")["json_schema"], {"type": "integer"}]}):

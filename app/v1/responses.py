@@ -35,11 +35,12 @@ def create_response():
 
 @bp.get("/responses/<response>")
 def get_response(response: str):
-    """The stored response; the functions it could call are the ones its grammar recorded (names, parameters)."""
+    """The stored response; the functions it could call are the ones its grammar recorded."""
     job = owned(response, "response")
     tools = tool_calls.offered_in(job.params)
     return response_object(job, callable_tools=tools, tools=[
-        {"type": "function", "name": tool.name, "parameters": tool.parameters, "strict": True} for tool in tools])
+        {"type": "function", "name": tool.name, **({"description": tool.description} if tool.description else {}),
+         "parameters": tool.parameters, "strict": True} for tool in tools])
 
 
 def submit_as(body: ResponseRequest, **common):
