@@ -247,7 +247,8 @@ def _job(turn: ConversationTurn) -> dict[str, Any] | None:
     if turn.job is None:
         return None
     job, error = turn.job, turn.job.error
-    return dict(kind=job.kind, user_input=turn.user, model=job.model, system_prompt=job.system_prompt, params=job.params,
-                status=job.status, result=turn.assistant or "", error_code=error.code if error else None,
-                error=error.message if error else None, attempts=0, created_at=job.created_at,
-                started_at=job.started_at, processed_at=job.processed_at, **job.usage.model_dump())
+    return dict(kind=job.kind, user_input=turn.user, model=job.model, system_prompt=job.system_prompt,
+                params=job.params, status=job.status, result=turn.assistant or "",
+                error_code=error.code if error else None, error=error.message if error else None, attempts=0,
+                created_at=job.created_at, started_at=job.started_at, processed_at=job.processed_at,
+                **job.usage.model_dump())

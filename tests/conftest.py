@@ -144,8 +144,9 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 
 def _same_on_postgres(item) -> bool:
-    return (not DATABASE_FIXTURES.intersection(item.fixturenames) or SAME_ON_POSTGRES_FIXTURES.intersection(
-        item.fixturenames) or item.get_closest_marker("same_on_postgres") is not None)
+    fixtures = set(item.fixturenames)
+    return (not DATABASE_FIXTURES & fixtures or bool(SAME_ON_POSTGRES_FIXTURES & fixtures)
+            or item.get_closest_marker("same_on_postgres") is not None)
 
 
 @pytest.hookimpl(wrapper=True)
