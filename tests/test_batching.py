@@ -115,8 +115,9 @@ def test_greedy_answers_through_the_batch_equal_one_at_a_time_answers(stack):
 
     Which rows a step decodes together depends on when each job joins, so the rounding, and the agreement, moves
     from run to run: on an AMD EPYC machine (AVX2) exact was 7/8 in five runs of six and 6/8 once (the mountains
-    poem); on one with AVX-512, 7/8 in three runs of three (shared cells 5-6/8). The issue asks for 7 of 8; this test fails below 6, so that a real break (a restore of another
-    sequence's cells, a wrong position) is caught and a rounding flip is not (docs/batching.md)."""
+    poem); on one with AVX-512, 7/8 in three runs of three (shared cells 5-6/8). The issue asks for 7 of 8; this
+    test fails below 6, so that a real break (a restore of another sequence's cells, a wrong position) is caught
+    and a rounding flip is not (docs/batching.md)."""
     serve(stack, KV_CACHE_MB="0")
     stack.start_web()
     one_at_a_time, most = answers(stack, {"LLM_PARALLEL": "1"}, prefix="one")
