@@ -1,6 +1,6 @@
 """Where continuous batching's gain goes (issue 20's throughput target): the engine's own step times, in process.
 
-    .venv/bin/python bench/decode_steps.py [--max-tokens 128] [--threads 2]
+    .venv/bin/python bench/decode_steps.py [--max-tokens 128] [--threads 2] [--batch]
 
 No web, no Redis, no worker: the default model in a `ModelCache` as a worker loads it, four prompts run one after
 another on a one-sequence context (`parallel` 1) and then together on a four-sequence one (`parallel` 4, shared
@@ -8,7 +8,8 @@ cells as by default), greedy, for two prompt sets: short (about 40 prompt tokens
 longest of bench/batching.py). Each `llama_decode` step is timed; a row gives the median step that only decodes
 (one token for each of 1 or 4 sequences), the prefill steps' total, and the whole run, and the ratio of four
 sequences' decode rate to one's. When the four-sequence step costs four one-sequence steps, batching cannot gain:
-these figures say how much of bench/batching.py's aggregate gain the engine itself leaves.
+these figures say how much of bench/batching.py's aggregate gain the engine itself leaves. The sequences are
+interactive (a prompt beside decoding ones is read PREFILL_CHUNK tokens a step); `--batch` runs them as batch work.
 """
 
 import argparse
@@ -43,7 +44,8 @@ class TimedEngine(Engine):
         self.steps.append((decoding, prefill, time.perf_counter() - started))
 
 
-def run(settings, parallel: int, prompts: list[str], max_tokens: int, threads: int) -> tuple[float, float, float]:
+def run(settings, parallel: int, prompts: list[str], max_tokens: int, threads: int,
+        interactive: bool) -> tuple[float, float, float]:
     """(median decode-only step, prefill steps' total, whole run) in seconds."""
     cache = ModelCache(settings.models, capacity=1, threads=threads, state_bytes=0, parallel=parallel, exact=False)
     model = cache.get(DEFAULT_MODEL_KEY)
@@ -51,7 +53,8 @@ def run(settings, parallel: int, prompts: list[str], max_tokens: int, threads: i
 
     def answer(prompt: str) -> None:
         fitted = fit_prompt(model, None, [], prompt, max_tokens, settings.safety_margin)
-        for _ in model.generate(Sequence(fitted.tokens, params, model.stop_strings(fitted.messages))):
+        for _ in model.generate(Sequence(fitted.tokens, params, model.stop_strings(fitted.messages),
+                                         interactive=interactive)):
             pass
 
     TimedEngine.steps = []
@@ -73,13 +76,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (a worker's default: the CPUs)")
+    parser.add_argument("--batch", action="store_true", help="batch work, not interactive: prompts beside decoding "
+                                                             "sequences are read as fast as the batch holds")
     args = parser.parse_args()
     models.Engine = TimedEngine  # what ModelCache builds for each model it loads
     settings = load_settings({**MODEL_PATHS, "SECRET_KEY": "bench", "LLM_MODELS": DEFAULT_MODEL_KEY})
     for name, paragraphs in PROMPTS.items():
         prompts = [text(n, f"{name}-{time.time_ns()}", length=paragraphs) for n in range(4)]
-        one = run(settings, 1, prompts, args.max_tokens, args.threads)
-        four = run(settings, 4, prompts, args.max_tokens, args.threads)
+        one = run(settings, 1, prompts, args.max_tokens, args.threads, not args.batch)
+        four = run(settings, 4, prompts, args.max_tokens, args.threads, not args.batch)
         for label, (step, prefill, whole) in (("1 sequence ", one), ("4 sequences", four)):
             print(f"{name:<5} prompts, {label}: decode step {step * 1000:5.1f} ms, prefill {prefill:5.2f} s, "
                   f"run {whole:5.2f} s", flush=True)

@@ -14,7 +14,7 @@ from app.jobs.lifecycle import (QUEUE_WAIT_EXPIRED, claim, enqueue_next_turn, fi
                                 waited_too_long)
 from app.jobs.queues import release_lines
 from app.llm import ContextTooLong, ModelLoadError, Sequence, Turn, fit_prompt
-from app.models import Job, JobKind, JobStatus, conversation_turns, utcnow
+from app.models import Job, JobKind, JobStatus, Priority, conversation_turns, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def _generate(job: Job, attempt: int) -> str:
                             settings.safety_margin)
         usage["prompt_tokens"] = len(prompt.tokens)
         sequence = Sequence(prompt.tokens, params, model.stop_strings(prompt.messages),
-                            model.opening(job.system_prompt, prompt.tokens))
+                            model.opening(job.system_prompt, prompt.tokens),
+                            interactive=job.priority == Priority.INTERACTIVE.value)
         app.worker_slots.decodes(job.id, sequence)
         for piece in model.generate(sequence):
             if piece and not pieces:
