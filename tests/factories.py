@@ -80,13 +80,12 @@ def recorded_statements() -> Iterator[list[str]]:
 
 
 def conversation_file(conversation_id: str, *turns: tuple[str, str]) -> dict:
-    """A conversation file as GET /api/conversations/{id}/export gave it before jobs had kinds (an import takes
-    them as chat answers): a finished job for each (prompt, answer)."""
+    """A conversation file as GET /api/conversations/{id}/export gives it: a finished job for each (prompt, answer)."""
     moment = "2026-01-01T12:00:00.000Z"
     usage = {"prompt_tokens": 12, "completion_tokens": 5, "first_token_ms": 40, "duration_ms": 0}
     return {"format": "llamalith.conversation", "version": 1, "exported_at": moment, "conversation_id": conversation_id,
             "title": turns[0][0][:80] if turns else "", "created_at": moment, "updated_at": moment,
             "turns": [{"user": prompt, "assistant": answer, "job": {
-                "model": MODEL, "system_prompt": None, "params": {}, "status": "done", "error": None,
+                "kind": "chat", "model": MODEL, "system_prompt": None, "params": {}, "status": "done", "error": None,
                 "created_at": moment, "started_at": moment, "processed_at": moment, "usage": usage}}
                 for prompt, answer in turns]}
