@@ -35,7 +35,7 @@ def main() -> None:
         print(f"llamalith: {descriptors} open files allowed (ulimit -n), so at most {server.adj.connection_limit} "
               "connections at a time; raise the limit for more", flush=True)
     # What start-up made (modules, the app, SQLAlchemy's mappings: ~130,000 objects) lives as long as the process;
-    # out of the collector's sight, a full collection takes a few ms instead of ~80 with every thread stopped.
+    # out of the collector's sight, a full collection takes ~9 ms instead of ~98 with every thread stopped.
     gc.freeze()
     stopping = app.shutting_down
     for signum in (signal.SIGTERM, signal.SIGINT):

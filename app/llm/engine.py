@@ -1,7 +1,8 @@
 """Continuous batching: one llama context per loaded model whose sequences (up to its `parallel`) are decoded
 together, one `llama_decode` per step. Each step decodes the next token of every running sequence plus a chunk
 of a new prompt (chunked prefill, as llama-server does): a bounded one while someone watches a sequence stream, so a
-long prompt never stalls them, else as much as the batch holds; sequences join and leave between steps. Only the engine's own thread touches the context; jobs talk to it through `Sequence`.
+long prompt never stalls them, else as much as the batch holds; sequences join and leave between steps. Only the
+engine's own thread touches the context; jobs talk to it through `Sequence`.
 
 By default the KV cells are unified: the sequences share the model's `n_ctx` cells, and a sequence is admitted only
 while the cells every running sequence may still need (its prompt plus its `max_tokens`) fit, first come first
