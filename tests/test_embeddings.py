@@ -136,3 +136,14 @@ def test_an_embedding_job_reads_on_the_pages_and_is_not_regenerated(signed_in):
     refused = signed_in.post(f"/chat/jobs/{job.id}/regenerate",
                              headers={"X-CSRFToken": signed_in.csrf_token("/chat/conversations")})
     assert refused.status_code == 409
+
+
+def test_an_embedding_filed_in_a_chats_conversation_is_not_part_of_its_next_prompt(sdk, live):
+    """The same name for a conversation on /v1/embeddings (`user`) and /api/submit (`session_id`): the chat's next
+    prompt is as long as the same message's in a conversation of its own."""
+    sdk.embeddings.create(model=MODEL, input=SIMILAR, user="shared")
+    prompts = {}
+    for session_id in ("shared", "alone"):
+        job = live.submit(user_input="Name a colour.", session_id=session_id, max_tokens=4)
+        prompts[session_id] = live.wait_job(job["job_id"])["usage"]["prompt_tokens"]
+    assert prompts["shared"] == prompts["alone"]
