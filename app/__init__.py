@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.routing import IntegerConverter
 
-from app import cors, keys, limits, logs, openapi, security
+from app import cors, keys, limits, logs, openapi, places, security
 from app.extensions import Llamalith, csrf, db, login_manager, migrate
 from app.llm import ModelCache
 from app.streams import Slots
@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Llamalith:
     app.stopping, app.shutting_down = threading.Event(), threading.Event()
     app.readers = Slots()
     app.estimates = {}
+    app.snapshots = places.Snapshots()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_PATH=settings.base_path or "/",

@@ -45,6 +45,7 @@ class Llamalith(Flask):
     tokenizers: ModelCache  # vocabulary only: the web process checks that an input fits before accepting it
     readers: Slots  # requests waiting on a job's tokens (event streams, OpenAI-style calls), capped
     estimates: dict[str, tuple[float, float | None]]  # per model: (reuse until, seconds per queue place)
+    snapshots: "Snapshots"  # noqa: F821  the line as it stood a moment ago (app/places.py)
     key_cache: KeyCache  # API keys checked a moment ago
     request_counts: RequestCounts  # HTTP requests not yet counted in Redis
     rate_counts: "RateCounts"  # noqa: F821  app/limits.py's counts in Redis, and the hits taken ahead

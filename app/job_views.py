@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from sqlalchemy import Row, bindparam, select
 
-from app import progress
-from app.extensions import db
+from app import places, progress
+from app.extensions import current, db
 from app.models import Conversation, Job, JobStatus, PromptTemplate, iso, template_ref
 
 
@@ -25,7 +25,7 @@ _SHOWN = ("id", "kind", "user_input", "model", "system_prompt", "prompt_variable
 _JOBS, _CONVERSATIONS, _TEMPLATES = Job.__table__, Conversation.__table__, PromptTemplate.__table__
 _OWNED = (select(*(_JOBS.c[name] for name in _SHOWN), _CONVERSATIONS.c.session_id,
                  _TEMPLATES.c.name.label("template_name"), _TEMPLATES.c.version.label("template_version"),
-                 progress.place_in_line(_JOBS, bindparam("aged")).label("place"))
+                 *places.place_in_line(_JOBS))
           .join_from(_JOBS, _CONVERSATIONS, _JOBS.c.conversation_id == _CONVERSATIONS.c.id)
           .outerjoin(_TEMPLATES, _JOBS.c.prompt_template_id == _TEMPLATES.c.id)
           .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.user_id == bindparam("owner")))
@@ -34,12 +34,14 @@ _OWNED = (select(*(_JOBS.c[name] for name in _SHOWN), _CONVERSATIONS.c.session_i
 def owned_job_json(job_id: int, owner: int) -> dict | None:
     """`job_json` of the owner's job `job_id`, read in one statement with its place in line; None if the owner has no
     such job."""
+    snapshot = current().snapshots.now()
     row = db.session.connection().execute(
-        _OWNED, {"job_id": job_id, "owner": owner, "aged": progress.aged_before()}).one_or_none()
+        _OWNED, {"job_id": job_id, "owner": owner, **places.snapshot_parameters(snapshot)}).one_or_none()
     if row is None:
         return None
     template = template_ref(row.template_name, row.template_version) if row.template_name is not None else None
-    return _shown(row, row.session_id, template, progress.in_line(row.model, row.place) if row.place else None)
+    place = snapshot.place(row)
+    return _shown(row, row.session_id, template, progress.in_line(row.model, place) if place else None)
 
 
 def _shown(job: Job | Row, session_id: str, template: str | None, known: progress.Progress | None) -> dict:

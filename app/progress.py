@@ -1,31 +1,16 @@
-"""Where an unfinished job stands: its place in its model's line (the one rule of queue order), the expected wait,
-the text generated so far, and how many live workers serve its model."""
+"""Where an unfinished job stands: its place in its model's line (app/places.py), the expected wait, the text
+generated so far, and how many live workers serve its model."""
 
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from redis import RedisError
-from sqlalchemy import BindParameter, ColumnElement, Select, and_, bindparam, case, func, or_, select
+from sqlalchemy import func, select
 
-from app import affinity, streams
+from app import affinity, places, streams
 from app.extensions import current, db
-from app.models import Job, JobStatus, Priority, utcnow
-
-
-def queue_rank(job=Job, aged: datetime | BindParameter | None = None) -> ColumnElement[int]:
-    """0 for work that goes first, else 1 (`goes_first`)."""
-    return case((goes_first(job, aged), 0), else_=1)
-
-
-def goes_first(job=Job, aged: datetime | BindParameter | None = None) -> ColumnElement[bool]:
-    """Interactive work, or batch work that has waited BATCH_AGING (a batch's lines never age: they are overnight
-    work, shared fairly among keys instead). Work made before `aged` has waited (`aged_before()` unless given: a
-    bound parameter, in a statement built once)."""
-    if aged is None:
-        aged = aged_before()
-    return or_(job.priority == Priority.INTERACTIVE.value, and_(job.created_at < aged, job.batch_id.is_(None)))
+from app.models import Job, JobStatus
 
 
 @dataclass
@@ -41,7 +26,7 @@ def of(jobs: Iterable[Job]) -> dict[int, Progress]:
     """Progress of many jobs at once, in a few statements whatever their number (lists of 1,000 jobs)."""
     jobs = list(jobs)
     queued = [job for job in jobs if job.status == JobStatus.QUEUED.value]
-    positions = _positions([job.id for job in queued])
+    positions = places.positions([job.id for job in queued])
     etas = {model: eta_per_position(model) for model in {job.model for job in queued}}
     running = [job.id for job in jobs if job.status == JobStatus.PROCESSING.value]
     partials = streams.partial_texts(current().redis, running)
@@ -59,55 +44,9 @@ def _waiting(position: int, per_position: float | None) -> Progress:
     return Progress(position, round(per_position * position, 1) if per_position is not None else None)
 
 
-def _positions_statement() -> Select:
-    """Each queued job's place on its model: interactive (and aged batch) work first, then by age. Counted, not
-    sorted: the (model, status) index walks only the model's queued jobs, however many others there are.
-
-    Built once, in Core: every poll asks, and building the ORM form of this statement (then its cache key) took
-    five times as long as running it (docs/benchmarks.md, the web tier)."""
-    jobs, other = Job.__table__, Job.__table__.alias("other")
-    aged = bindparam("aged")
-    mine, theirs = queue_rank(jobs.c, aged), queue_rank(other.c, aged)
-    # Held batch lines are not in the queue yet: they count only ahead of their own key's later lines.
-    in_line = or_(other.c.held.is_(False), and_(jobs.c.held.is_(True), other.c.api_key_id == jobs.c.api_key_id))
-    ahead = (select(func.count()).select_from(other)
-             .where(other.c.model == jobs.c.model, other.c.status == JobStatus.QUEUED.value, in_line,
-                    or_(theirs < mine, and_(theirs == mine, other.c.id < jobs.c.id)))
-             .scalar_subquery())
-    return select(jobs.c.id, ahead + 1).where(jobs.c.id.in_(bindparam("ids", expanding=True)),
-                                              jobs.c.status == JobStatus.QUEUED.value)
-
-
-_POSITIONS = _positions_statement()
-
-
-def place_in_line(jobs, aged: BindParameter) -> ColumnElement[int | None]:
-    """A column for a statement over `jobs` (a poll's, app/job_views.py): the place of a queued job that is not
-    held, else NULL. `_positions_statement`'s rule, with the job's own rank worked out once rather than per row, so
-    each row counted is one simple test of the `ix_jobs_line` index, never a read of the table."""
-    other = Job.__table__.alias("other")
-    first, theirs_first, before = goes_first(jobs.c, aged), goes_first(other.c, aged), other.c.id < jobs.c.id
-    ahead = (select(func.count()).select_from(other)
-             .where(other.c.model == jobs.c.model, other.c.status == JobStatus.QUEUED.value, other.c.held.is_(False),
-                    or_(and_(theirs_first, before), and_(~first, or_(theirs_first, before))))
-             .scalar_subquery())
-    return case((and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.held.is_(False)), ahead + 1), else_=None)
-
-
 def in_line(model: str, place: int) -> Progress:
-    """What `of` says of a queued job at `place` (from `place_in_line`)."""
+    """What `of` says of a queued job at `place` (from `places.place_in_line`)."""
     return _waiting(place, eta_per_position(model))
-
-
-def aged_before() -> datetime:
-    """Batch work made before this has waited BATCH_AGING: it goes first now (`queue_rank`)."""
-    return utcnow() - timedelta(seconds=current().settings.batch_aging)
-
-
-def _positions(job_ids: list[int]) -> dict[int, int]:
-    if not job_ids:
-        return {}
-    return dict(db.session.connection().execute(_POSITIONS, {"aged": aged_before(), "ids": job_ids}).all())
 
 
 ESTIMATE_SECONDS = 2  # how long a model's wait estimate is reused: polls come many times a second

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from redis import RedisError
 from sqlalchemy import ColumnElement, or_, select
 
-from app import affinity, progress
+from app import affinity, places, progress
 from app.extensions import current, db
 from app.models import Job, JobStatus, utcnow
 
@@ -66,7 +66,7 @@ def board(visible: ColumnElement[bool]) -> Board:
 def _line(model: str, visible: ColumnElement[bool], depths: dict[tuple[str, str], int],
           live_workers: int) -> ModelLine:
     waiting = db.session.scalars(select(Job).where(visible, Job.model == model, Job.status == JobStatus.QUEUED.value)
-                                 .order_by(progress.queue_rank(), Job.id).limit(SHOWN)).all()
+                                 .order_by(places.queue_rank(), Job.id).limit(SHOWN)).all()
     running = db.session.scalars(select(Job).where(visible, Job.model == model,
                                                    Job.status == JobStatus.PROCESSING.value).order_by(Job.id)).all()
     standing = progress.of(waiting)

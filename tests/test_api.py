@@ -5,6 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from app import places
 from app.keys import create_key
 from app.models import ApiKey, Batch, Job, JobStatus, Message, utcnow
 from app.extensions import db
@@ -188,10 +189,9 @@ def test_listing_many_jobs_takes_a_few_statements(client, api_headers):
     assert len(statements) <= 5, statements  # the key, the jobs, their positions, the recent durations per model
 
 
-def test_a_polled_job_has_the_place_a_listing_gives_it(client, api_headers, owner):
-    """A poll counts a queued job's place with its rank known (app/progress.py: of_one_in_line); a listing, the
-    rule for many at once. Every kind of queued job: interactive, batch, batch that has aged, a batch's line (never
-    ages), held lines of two keys, on two models, beside jobs that are not queued."""
+def queue_every_kind(owner) -> None:
+    """24 queued jobs of every kind: interactive, batch, batch that has aged, a batch's line (never ages), held lines
+    of two keys, on two models, beside jobs that are not queued."""
     create_key("other", owner.id)  # a second key, whose held lines count only ahead of its own
     keys = [db.session.scalar(select(ApiKey.id).where(ApiKey.name == name)) for name in ("test", "other")]
     db.session.add(Batch(id="batch_1", user_id=owner.id, input_file_id="file-1", endpoint="/v1/chat/completions",
@@ -204,11 +204,55 @@ def test_a_polled_job_has_the_place_a_listing_gives_it(client, api_headers, owne
         add_turn(f"c{n % 5}", f"Question {n}", JobStatus.QUEUED, user_id=owner.id, **kinds[n * 5 % len(kinds)])
         if n % 7 == 0:
             add_turn(f"d{n}", "Answered", JobStatus.DONE, reply="yes", user_id=owner.id, priority="interactive")
+
+
+def places_shown(client, api_headers) -> dict[int, tuple[int, int]]:
+    """Each queued job's place as a listing shows it and as a poll of it does."""
     listed = client.get("/chat/api/jobs?status=queued&limit=1000", headers=api_headers).json["jobs"]
-    assert len(listed) == 24 and len({job["queue_position"] for job in listed}) > 5
-    for job in listed:
-        assert client.get(f"/chat/api/jobs/{job['id']}", headers=api_headers).json["queue_position"] == \
-            job["queue_position"], job
+    return {job["id"]: (job["queue_position"],
+                        client.get(f"/chat/api/jobs/{job['id']}", headers=api_headers).json["queue_position"])
+            for job in listed}
+
+
+def test_a_polled_job_has_the_place_a_listing_gives_it(client, api_headers, owner):
+    """A poll counts a queued job's place with its rank known (app/places.py: place_in_line); a listing, the rule
+    for many at once."""
+    queue_every_kind(owner)
+    shown = places_shown(client, api_headers)
+    assert len(shown) == 24 and len({listed for listed, _ in shown.values()}) > 5
+    assert all(listed == polled for listed, polled in shown.values()), shown
+
+
+def take_snapshot_now(app) -> None:
+    app.snapshots.latest = places.Snapshot()  # due at once: the next place asked for takes one
+
+
+def test_a_long_queue_takes_its_places_from_a_snapshot_and_counts_only_what_is_newer(client, api_headers, owner,
+                                                                                    app, monkeypatch):
+    """Past LONG_QUEUE queued jobs, the jobs ahead that were in line a moment ago come from a snapshot of the line:
+    the places are the same as counted in full, for the jobs queued after it too; a job that left the line since
+    is still counted until the snapshot is due again (docs/api.md)."""
+    queue_every_kind(owner)
+    counted = places_shown(client, api_headers)
+    monkeypatch.setattr(places, "LONG_QUEUE", 3)
+    take_snapshot_now(app)
+    assert places_shown(client, api_headers) == counted
+    assert app.snapshots.latest.newest == max(counted)
+    for n in range(3):  # after the snapshot: counted, not taken from it
+        add_turn(f"e{n}", "Later", JobStatus.QUEUED, user_id=owner.id, priority=("interactive", "batch")[n % 2])
+    later = places_shown(client, api_headers)
+    assert app.snapshots.latest.newest == max(counted)
+    first = min(later, key=lambda job_id: later[job_id][0])
+    assert client.post(f"/chat/api/jobs/{first}/cancel", headers=api_headers).status_code == 200
+    stale = places_shown(client, api_headers)
+    assert stale == {job_id: shown for job_id, shown in later.items() if job_id != first}
+    take_snapshot_now(app)
+    monkeypatch.setattr(places, "LONG_QUEUE", 10**6)
+    exact = places_shown(client, api_headers)
+    take_snapshot_now(app)
+    monkeypatch.setattr(places, "LONG_QUEUE", 3)
+    assert places_shown(client, api_headers) == exact != stale
+    assert all(exact[job_id] <= shown for job_id, shown in stale.items())
 
 
 def test_healthz_needs_no_key(client):

@@ -7,11 +7,13 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from redis import Redis
 
+from app import places
 from config import ROOT
 from tests.sse import events
 from tests.stack import Stack, start_redis, wait_for, wait_for_line
@@ -218,6 +220,24 @@ def test_queue_position_counts_down(stack):
         time.sleep(0.05)
     assert seen == sorted(seen, reverse=True) and seen[-1] == 1 and len(seen) >= 2
     assert stack.get("/api/models")["models"][0]["workers"] == 1
+
+
+def test_a_long_queue_counts_down_too(stack):
+    """Past LONG_QUEUE queued jobs, the jobs ahead in line a moment ago come from a snapshot of the line
+    (app/places.py): a new job's place is exact at once, and jobs leaving the line show within about a second."""
+    stack.start_web()
+    with ThreadPoolExecutor(8) as pool:
+        ids = sorted(pool.map(lambda n: stack.submit(user_input=f"Line {n}.", session_id=f"line-{n}")["job_id"],
+                              range(places.LONG_QUEUE + 20)))
+    assert [stack.get(f"/api/jobs/{job_id}")["queue_position"] for job_id in ids[::50]] == list(range(1, len(ids), 50))
+    last = stack.submit(user_input="Last.", session_id="last")
+    assert last["queue_position"] == len(ids) + 1
+    for job_id in ids[:10]:
+        assert cancel(stack, job_id).ok
+    seen = {stack.wait_job(last["job_id"], timeout=5, until=lambda job: job["queue_position"] == len(ids) - 9)
+            ["queue_position"]}
+    seen |= {stack.get(f"/api/jobs/{job_id}")["queue_position"] for job_id in (ids[10], last["job_id"])}
+    assert seen == {1, len(ids) - 9}
 
 
 def test_web_sigterm_ends_in_flight_streams_cleanly_and_exits(stack):

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 
-from app import progress, webhooks
+from app import places, webhooks
 from app.extensions import current, db
 from app.jobs.imported import remove_unfinished_imports
 from app.jobs.lifecycle import QUEUE_WAIT_EXPIRED, owned, transition, waited_too_long
@@ -37,7 +37,7 @@ def reconcile() -> dict[str, int]:
               "unfinished_imports": remove_unfinished_imports()}
     now = utcnow()
     waiting = db.session.execute(
-        select(Job, progress.queue_rank())
+        select(Job, places.queue_rank())
         .where(Job.status == JobStatus.QUEUED.value, Job.held.is_(False),
                or_(Job.retry_at.is_(None), Job.retry_at <= now))
         .order_by(Job.id)
