@@ -6,7 +6,7 @@ choices, log probabilities, images) is refused by name, never silently ignored."
 import json
 from typing import Annotated, Any, Literal, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model, field_validator
 
 from app.errors import APIError
 from app.extensions import current
@@ -82,12 +82,16 @@ class NamedChoice(BaseModel):
     function: ChosenFunction
 
 
-def tool_choice_type(named: type[BaseModel]) -> Any:
-    """The type of a `tool_choice`: a mode's name, or an object naming a function (its shape is the dialect's).
-    An object is checked as a named choice only, so a wrong one is told what it lacks, not that it is no mode."""
-    return Annotated[Union[Annotated[Literal["none", "auto", "required"], Tag("<mode>")],
-                           Annotated[named, Tag("<named>")]],
-                     Discriminator(lambda value: "<named>" if isinstance(value, dict | BaseModel) else "<mode>")]
+def tool_fields(spec: type[BaseModel], named: type[BaseModel]) -> type[BaseModel]:
+    """A request's three tool fields, over a dialect's shapes of a tool (`spec`) and of a `tool_choice` naming one.
+    The choice is a mode's name or such an object; an object is checked as a named choice only, so a wrong one is
+    told what it lacks, not that it is no mode. `parallel_tool_calls` is taken: an answer makes at most one call
+    either way."""
+    choice = Annotated[Union[Annotated[Literal["none", "auto", "required"], Tag("<mode>")],
+                             Annotated[named, Tag("<named>")]],
+                       Discriminator(lambda value: "<named>" if isinstance(value, dict | BaseModel) else "<mode>")]
+    return create_model(f"{spec.__name__}Fields", tools=(list[spec] | None, Field(None, max_length=128)),
+                        tool_choice=(choice | None, None), parallel_tool_calls=(bool | None, None))
 
 
 class Sampling(BaseModel):
@@ -113,15 +117,12 @@ class Sampling(BaseModel):
                 "stop": [self.stop] if isinstance(self.stop, str) else self.stop}
 
 
-class ChatCompletionRequest(Sampling):
+class ChatCompletionRequest(Sampling, tool_fields(ToolSpec, NamedChoice)):
     messages: list[ChatMessage] = Field(min_length=1, max_length=10_000)
     max_tokens: int | None = Field(None, ge=1, le=32768)
     max_completion_tokens: int | None = Field(None, ge=1, le=32768)
     n: int | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[ToolSpec] | None = Field(None, max_length=128)
-    tool_choice: tool_choice_type(NamedChoice) | None = None
-    parallel_tool_calls: bool | None = None  # taken: an answer makes at most one call either way
 
     @field_validator("n")
     @classmethod

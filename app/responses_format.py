@@ -18,7 +18,7 @@ from app.intake import Submission
 from app.llm import grammar
 from app.llm.settings import GenerationParams
 from app.models import Job, JobStatus
-from app.openai_format import ChatMessage, split_messages, tool_choice_type, validated
+from app.openai_format import ChatMessage, split_messages, tool_fields, validated
 from app.submissions import MAX_INPUT_CHARS, valid_text
 
 RESPONSE_ID = re.compile(r"resp_([0-9]{1,18})")
@@ -113,7 +113,7 @@ class TextConfig(BaseModel):
     format: TextFormat | None = None
 
 
-class ResponseRequest(BaseModel):
+class ResponseRequest(tool_fields(FunctionTool, NamedFunction)):
     model_config = ConfigDict(extra="ignore")
 
     model: str = Field(min_length=1, max_length=200)
@@ -130,9 +130,6 @@ class ResponseRequest(BaseModel):
     previous_response_id: str | None = Field(None, max_length=40)
     text: TextConfig | None = None
     truncation: Literal["disabled"] | None = None
-    tools: list[FunctionTool] | None = Field(None, max_length=128)
-    tool_choice: tool_choice_type(NamedFunction) | None = None
-    parallel_tool_calls: bool | None = None  # taken: an answer makes at most one call either way
 
     @field_validator("input")
     @classmethod
