@@ -354,18 +354,18 @@ def main() -> None:
                 print(f"  alone: raw {rate:6.1f} tok/s ({raw_count} tokens), through the stack "
                       f"{stack_rates[-1]:6.1f} tok/s ({job['usage']['completion_tokens']} tokens); {load()}",
                       flush=True)
-    peer: dict[int, Throughput] = {}
-    binary = find_llama_server()
-    if binary is None:
-        print(f"llama-server rows skipped: no binary; {BUILD_HINT}")
-    else:
-        prompts = [tokens_of(text(n, "flight4")) for n in range(jobs)]
-        for slots in (1, SLOTS):
-            with llama_server(binary, settings, slots, stack.logs) as url:
-                server_wave(url, [prompts[0][:32]] * slots, params, 8, count)  # warm-up
-                peer[slots] = sum((server_wave(url, prompts[i:i + slots], params, args.max_tokens, count)
-                                   for i in range(0, jobs, slots)), Throughput(0, 0.0, 0))
-            print(peer[slots].line(f"llama-server -np {slots} -cb, waves of {slots}"), flush=True)
+        peer: dict[int, Throughput] = {}
+        binary = find_llama_server()
+        if binary is None:
+            print(f"llama-server rows skipped: no binary; {BUILD_HINT}")
+        else:
+            prompts = [tokens_of(text(n, "flight4")) for n in range(jobs)]
+            for slots in (1, SLOTS):
+                with llama_server(binary, settings, slots, stack.logs) as url:
+                    server_wave(url, [prompts[0][:32]] * slots, params, 8, count)  # warm-up
+                    peer[slots] = sum((server_wave(url, prompts[i:i + slots], params, args.max_tokens, count)
+                                       for i in range(0, jobs, slots)), Throughput(0, 0.0, 0))
+                print(peer[slots].line(f"llama-server -np {slots} -cb, waves of {slots}"), flush=True)
     llm.close()
 
     turns_one, turns_four = ([[first_token_ms(job) for job in jobs] for jobs in rounds]
