@@ -1,7 +1,7 @@
 """OpenAI's chat completion wire format, below the faces that speak it (/v1) and the batches that write it: the
 request as far as Llamalith serves it, its messages as a prompt, and the completion, chunk, usage and failure a job
-becomes, and the JSON schema a `response_format` asks for (structured outputs). What it does not serve (tools, several
-choices, log probabilities, images) is refused by name, never silently ignored."""
+becomes, and the JSON schema a `response_format` asks for (structured outputs). What it does not serve (the legacy
+`functions`, several choices, log probabilities, images) is refused by name, never silently ignored."""
 
 import json
 from typing import Annotated, Any, Literal, TypeVar, Union
