@@ -1,6 +1,6 @@
 """Continuous batching (issue 20): what running several jobs at once in one worker buys, through the whole stack.
 
-    .venv/bin/python bench/batching.py [--jobs 8] [--max-tokens 128] [--repeats 2] [--paragraphs 0,1,3,7]
+    .venv/bin/python bench/batching.py [--jobs 8] [--max-tokens 128] [--repeats 2] [--paragraphs 0,1,3,7] [--model KEY]
 
 Real processes as the Procfile runs them (`python wsgi.py`, one `python worker.py`, an embedded Redis), the default
 model, greedy answers (temperature 0, the model's other defaults: top_k 40, top_p 0.95, repeat_penalty 1.1), jobs
@@ -249,13 +249,15 @@ def find_llama_server() -> Path | None:
 
 
 @contextmanager
-def llama_server(binary: Path, settings, slots: int, folder: Path) -> Iterator[str]:
-    model = settings.models[DEFAULT_MODEL_KEY]
+def llama_server(binary: Path, settings, key: str, slots: int, folder: Path) -> Iterator[str]:
+    model = settings.models[key]
+    # The chat template only matters to llama-server's chat routes (the benchmark sends token ids): as it needs them.
+    template = ["--jinja"] if model.chat_format is None else ["--no-jinja", "--chat-template", model.chat_format]
     threads = str(settings.threads or os.cpu_count())
     port = free_port()
     log = open(folder / f"llama-server-{slots}.log", "w")
     process = subprocess.Popen(
-        [str(binary), "-m", str(model.path), "-c", str(model.n_ctx), "-np", str(slots), "-cb", "--jinja",
+        [str(binary), "-m", str(model.path), "-c", str(model.n_ctx), "-np", str(slots), "-cb", *template,
          "-t", threads, "-tb", threads, "-b", str(model.n_batch), "-ub", str(model.n_batch), "-fa", "off",
          "--kv-unified", "--no-webui", "--host", "127.0.0.1", "--port", str(port)],
         stdout=log, stderr=subprocess.STDOUT)
@@ -292,18 +294,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of the first-token figures")
     parser.add_argument("--paragraphs", default=",".join(map(str, PARAGRAPHS)),
                         help="note paragraphs per prompt, in turn (0: about 40 prompt tokens, decode-bound)")
+    parser.add_argument("--model", default=DEFAULT_MODEL_KEY, help="a bundled model's key (issue 20's targets are "
+                        "for the default one)")
     args = parser.parse_args()
     PARAGRAPHS[:] = [int(n) for n in args.paragraphs.split(",")]
     from llama_cpp import Llama
 
-    settings = load_settings({**MODEL_PATHS, "SECRET_KEY": "bench", "LLM_MODELS": DEFAULT_MODEL_KEY})
-    model_settings = settings.models[DEFAULT_MODEL_KEY]
-    params = settings.params_for(DEFAULT_MODEL_KEY, {**GREEDY, "max_tokens": args.max_tokens})
+    key = args.model
+    settings = load_settings({**MODEL_PATHS, "SECRET_KEY": "bench", "LLM_MODELS": key})
+    model_settings = settings.models[key]
+    params = settings.params_for(key, {**GREEDY, "max_tokens": args.max_tokens})
     threads = settings.threads or os.cpu_count()
     llm = Llama(str(model_settings.path), n_ctx=model_settings.n_ctx, n_batch=model_settings.n_batch,
                 n_threads=threads, n_threads_batch=threads, verbose=False)  # as app/llm/models.py loads it
-    tokenizer = LoadedModel(DEFAULT_MODEL_KEY, model_settings, llm,
-                            chat_formatter(DEFAULT_MODEL_KEY, model_settings.chat_format, llm),
+    tokenizer = LoadedModel(key, model_settings, llm, chat_formatter(key, model_settings.chat_format, llm),
                             folds_system=model_settings.chat_format in DROPS_SYSTEM)
 
     def tokens_of(item: str) -> list[int]:
@@ -315,11 +319,11 @@ def main() -> None:
 
     jobs = args.jobs
     lengths = sorted({len(tokens_of(text(n, "x"))) for n in range(len(PARAGRAPHS))})
-    print(f"model {DEFAULT_MODEL_KEY}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} at the start; "
+    print(f"model {key}, {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} at the start; "
           f"prompts of {', '.join(map(str, lengths))} tokens; max_tokens {args.max_tokens}; {jobs} jobs per figure",
           flush=True)
     flights: dict[int, Throughput] = {}
-    with web_stack() as stack:
+    with web_stack(LLM_MODELS=key) as stack:
         client = Client(stack, args.max_tokens)
         with worker(stack, 1, client):
             single = client.one_at_a_time([text(n, "one") for n in range(jobs)])
@@ -361,7 +365,7 @@ def main() -> None:
         else:
             prompts = [tokens_of(text(n, "flight4")) for n in range(jobs)]
             for slots in (1, SLOTS):
-                with llama_server(binary, settings, slots, stack.logs) as url:
+                with llama_server(binary, settings, key, slots, stack.logs) as url:
                     server_wave(url, [prompts[0][:32]] * slots, params, 8, count)  # warm-up
                     peer[slots] = sum((server_wave(url, prompts[i:i + slots], params, args.max_tokens, count)
                                        for i in range(0, jobs, slots)), Throughput(0, 0.0, 0))
