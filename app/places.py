@@ -56,8 +56,12 @@ class Snapshot:
         return len(firsts) + bisect_left(self.others.get(model, []), job_id)
 
     def place(self, row) -> int | None:
-        """The place of the job in a row with `place_in_line`'s columns (read with this snapshot's parameters)."""
-        return row.place and row.place + self.ahead(row.model, row.first, row.id)
+        """The place of the job in a row with `place_in_line`'s or `_POSITIONS`'s columns, read with this snapshot's
+        parameters: what the statement counted, plus the jobs ahead in the snapshot unless it counted them all (a
+        held line, `counted_after`)."""
+        if row.place is None:
+            return None
+        return row.place if row.held else row.place + self.ahead(row.model, row.first, row.id)
 
 
 class Snapshots:
@@ -133,8 +137,9 @@ def _positions_statement() -> Select:
                     other.c.id > counted_after(jobs),
                     or_(theirs < mine, and_(theirs == mine, other.c.id < jobs.c.id)))
              .scalar_subquery())
-    return select(jobs.c.id, jobs.c.model, goes_first(jobs.c, aged), jobs.c.held, ahead + 1).where(
-        jobs.c.id.in_(bindparam("ids", expanding=True)), jobs.c.status == JobStatus.QUEUED.value)
+    return select(jobs.c.id, jobs.c.model, jobs.c.held, goes_first(jobs.c, aged).label("first"),
+                  (ahead + 1).label("place")).where(jobs.c.id.in_(bindparam("ids", expanding=True)),
+                                                    jobs.c.status == JobStatus.QUEUED.value)
 
 
 _POSITIONS = _positions_statement()
@@ -146,14 +151,13 @@ def positions(job_ids: list[int]) -> dict[int, int]:
         return {}
     snapshot = current().snapshots.now()
     rows = db.session.connection().execute(_POSITIONS, {**snapshot_parameters(snapshot), "ids": job_ids})
-    return {job_id: place + (0 if held else snapshot.ahead(model, first, job_id))
-            for job_id, model, first, held, place in rows}
+    return {row.id: snapshot.place(row) for row in rows}
 
 
-def place_in_line(jobs) -> tuple[ColumnElement, ColumnElement]:
+def place_in_line(jobs) -> tuple[ColumnElement, ...]:
     """Columns for a statement over `jobs` (a poll's, app/job_views.py) given `snapshot_parameters`, from which
     `Snapshot.place` tells a queued job's place: "place", the place of a queued job that is not held less its jobs
-    ahead in the snapshot (else NULL), and "first", whether it goes first. `_positions_statement`'s rule, with the
+    ahead in the snapshot (else NULL), "first", whether it goes first, and "held". `_positions_statement`'s rule, with the
     job's own rank worked out once rather than per row, so each row counted is one simple test of the
     `ix_jobs_line` index, never a read of the table."""
     other = Job.__table__.alias("other")
@@ -165,5 +169,4 @@ def place_in_line(jobs) -> tuple[ColumnElement, ColumnElement]:
                     or_(and_(theirs_first, before), and_(~first, or_(theirs_first, before))))
              .scalar_subquery())
     place = case((and_(jobs.c.status == JobStatus.QUEUED.value, jobs.c.held.is_(False)), ahead + 1), else_=None)
-    return place.label("place"), first.label("first")
-
+    return place.label("place"), first.label("first"), jobs.c.held
