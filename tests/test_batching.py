@@ -48,6 +48,9 @@ def token_times(stack, job_id: int) -> list[int]:
 
 
 def end_time(stack, job_id: int) -> int:
+    """When the stream's end entry was written: the worker writes it just after committing the job's end, so a
+    poll that has seen the job done may read the stream a moment before it."""
+    wait_for(lambda: any("end" in fields for _, fields in entries(stack, job_id)), timeout=10)
     return next(at for at, fields in entries(stack, job_id) if "end" in fields)
 
 
