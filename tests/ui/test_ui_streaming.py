@@ -32,11 +32,13 @@ WATCH_LIVE_TEXT = """() => {
 }"""
 
 
-def ask(page, prompt: str, max_tokens: int) -> None:
+def ask(page, prompt: str, max_tokens: int, model: str | None = None) -> None:
     """Greedy, so that the story runs to `max_tokens` (sampled, one may end within seconds)."""
     with page.expect_navigation():  # the watcher goes on the new page, once it has a body (not on the one leaving)
         page.get_by_role("link", name="New conversation").click()
     page.evaluate(WATCH_LIVE_TEXT)
+    if model:
+        page.get_by_label("Model").select_option(model)
     page.get_by_text("Advanced").click()
     page.get_by_label("Max tokens").fill(str(max_tokens))
     page.get_by_label("Temperature").fill("0")
@@ -178,7 +180,9 @@ def test_behind_a_buffering_proxy_the_answer_is_polled(page, web):
     with relays.relay(web.url) as url:
         sign_in(page, url)
         web.start_worker()
-        ask(page, STORY, max_tokens=1000)  # ~15 s: it runs well past the page's 5 s wait for the stream
+        # It must run well past the page's 5 s wait for the stream: the default model's greedy story ends after
+        # 15 s on one CPU and 5 s on another, while the base model writes on to max_tokens (~14 s).
+        ask(page, STORY, max_tokens=1000, model="gemma3-270m")
         # The stream's `ready` never gets through in time, so the running bubble polls, long before the end.
         polling = page.locator('.bubble.assistant[data-status="processing"][hx-get$="poll=1"]')
         expect(polling).to_have_count(1, timeout=ANSWER_TIMEOUT)
