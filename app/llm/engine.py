@@ -257,8 +257,10 @@ class Engine:
             # the cells after the answer: the next turn's prompt starts with them (app/llm/state.py); kept before
             # the end is told, so the next turn always finds them
             self.model.states.save(self.model.key, self.ctx, sequence.seq_id, sequence.held)
-        sequence.pieces.put(failure)  # None: the end
+        # Freed before the end is told: whoever waited for it may use the context next (a state restored from
+        # another thread, seen to crash llama.cpp when both removed cells at once).
         self._free(sequence)
+        sequence.pieces.put(failure)  # None: the end
 
     def _free(self, sequence: Sequence) -> None:
         import llama_cpp
