@@ -16,6 +16,8 @@ from tests.factories import MODEL, add_turn, add_user
 
 from .test_ui_streaming import STORY
 
+BASE_MODEL = "gemma3-270m"
+
 
 def row(page: str, job_id: int) -> str:
     return re.search(rf'<tr data-job-id="{job_id}".*?</tr>', page, re.S).group(0)
@@ -74,9 +76,10 @@ def test_the_last_hour_minute_by_minute(app, user):
 def test_the_queue_page_lives_in_the_browser(signed_in_page, web):
     page = signed_in_page
     web.start_worker(env={"LLM_PARALLEL": "1"})
-    running = web.submit(user_input=STORY, max_tokens=2000, temperature=0)["job_id"]
+    # The base model writes on to max_tokens: the default model's greedy story ends within 5 s on some CPUs.
+    running = web.submit(user_input=STORY, max_tokens=2000, temperature=0, model=BASE_MODEL)["job_id"]
     web.wait_job(running, until=lambda job: job["status"] == "processing")
-    waiting = web.submit(user_input="Name a colour.", max_tokens=8)["job_id"]
+    waiting = web.submit(user_input="Name a colour.", max_tokens=8, model=BASE_MODEL)["job_id"]
     with page.expect_navigation():  # the mark goes on the new page, not on the one leaving
         page.get_by_role("link", name="Queue").click()
     page.evaluate("window.__samePage = true")
@@ -84,14 +87,14 @@ def test_the_queue_page_lives_in_the_browser(signed_in_page, web):
     expect(page.locator(f'tr[data-job-id="{waiting}"] [data-position]')).to_have_text("1")
     expect(page.locator(f'tr[data-job-id="{running}"] [data-worker]')).to_have_text(worker)
     expect(page.locator(f'tr[data-job-id="{running}"] [data-sequence]')).to_have_text("sequence 1", timeout=15_000)
-    in_use = page.locator(f'tr[data-worker="{worker}"] [data-sequences="{MODEL}"]')
-    expect(in_use).to_have_text(f"{MODEL}: 1 of 1", timeout=15_000)  # announced every 2 s, shown every 5 s
+    in_use = page.locator(f'tr[data-worker="{worker}"] [data-sequences="{BASE_MODEL}"]')
+    expect(in_use).to_have_text(f"{BASE_MODEL}: 1 of 1", timeout=15_000)  # announced every 2 s, shown every 5 s
     metrics = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value for family in
                text_string_to_metric_families(requests.get(web.url + "/metrics", timeout=10).text)
                for sample in family.samples}
-    assert metrics[("llamalith_queue_depth", (("model", MODEL), ("priority", "batch")))] == int(
-        page.locator(f'[data-model="{MODEL}"] [data-depth="batch"]').inner_text())
-    assert metrics[("llamalith_sequences_in_use", (("model", MODEL), ("worker", worker)))] == 1
+    assert metrics[("llamalith_queue_depth", (("model", BASE_MODEL), ("priority", "batch")))] == int(
+        page.locator(f'[data-model="{BASE_MODEL}"] [data-depth="batch"]').inner_text())
+    assert metrics[("llamalith_sequences_in_use", (("model", BASE_MODEL), ("worker", worker)))] == 1
 
     tokens = page.locator('[data-chart="Tokens per second"] path')
     before = tokens.get_attribute("d")
