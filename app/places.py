@@ -157,8 +157,8 @@ def positions(job_ids: list[int]) -> dict[int, int]:
 def place_in_line(jobs) -> tuple[ColumnElement, ...]:
     """Columns for a statement over `jobs` (a poll's, app/job_views.py) given `snapshot_parameters`, from which
     `Snapshot.place` tells a queued job's place: "place", the place of a queued job that is not held less its jobs
-    ahead in the snapshot (else NULL), "first", whether it goes first, and "held". `_positions_statement`'s rule, with the
-    job's own rank worked out once rather than per row, so each row counted is one simple test of the
+    ahead in the snapshot (else NULL), "first", whether it goes first, and "held". `_positions_statement`'s rule,
+    with the job's own rank worked out once rather than per row, so each row counted is one simple test of the
     `ix_jobs_line` index, never a read of the table."""
     other = Job.__table__.alias("other")
     aged = bindparam("aged")
