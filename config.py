@@ -151,6 +151,9 @@ class Settings(BaseSettings):
             "readable line. `make run` in a terminal picks `text`"))
     # Each open event stream holds a waitress thread. An idle thread costs no CPU and little memory, so there are
     # enough for 40 streams (room for bench/streams.py's 32) with 8 left for ordinary requests.
+    web_processes: int = setting(1, env="WEB_PROCESSES", ge=1, le=64, description=(
+        "web processes sharing the port, each with `WEB_THREADS` threads: one per core takes the web tier past what "
+        "one Python process can do (docs/deployment.md)"))
     web_threads: int = setting(48, env="WEB_THREADS", ge=8, le=1000, description=(
         "waitress threads per web process; each open event stream holds one (an idle thread costs no CPU)"))
     sse_max_streams: int = setting(40, env="SSE_MAX_STREAMS", ge=1, description=(

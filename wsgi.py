@@ -3,8 +3,10 @@
 import gc
 import signal
 import sys
-import threading
 import time
+
+from waitress import create_server, wasyncore
+from waitress.channel import HTTPChannel
 
 from config import ConfigError
 
@@ -19,28 +21,45 @@ SHUTDOWN_GRACE = 30  # seconds in-flight requests get to finish after SIGTERM
 
 
 def main() -> None:
-    from waitress import create_server, wasyncore
-    from waitress.channel import HTTPChannel
+    settings = app.settings
+    # What start-up made (modules, the app, SQLAlchemy's mappings: ~130,000 objects) lives as long as the process;
+    # out of the collector's sight, a full collection takes ~9 ms instead of ~98 with every thread stopped (and
+    # forked web processes keep sharing its pages).
+    gc.freeze()
+    listening = f"Llamalith is listening on http://{settings.host}:{settings.port}{settings.base_path}/"
+    if settings.web_processes == 1:
+        serve({"host": settings.host, "port": settings.port}, announce=listening)
+        return
+    from app import prefork
 
+    where = {"sockets": [prefork.listening_socket(settings.host, settings.port)]}
+    print(f"{listening} ({settings.web_processes} web processes)", flush=True)
+    sys.exit(prefork.run(settings.web_processes, lambda: serve(where, forked=True)))
+
+
+def serve(where: dict, announce: str | None = None, forked: bool = False) -> None:
+    """Serve on `where` (waitress's host and port, or its sockets) until SIGTERM or SIGINT, then stop gracefully;
+    `announce` is printed once the port is bound."""
     from app import serving
+    from app.extensions import db
 
+    if forked:
+        with app.app_context():
+            db.engine.dispose(close=False)  # start-up's connections belong to the parent
     settings = app.settings
     sockets: dict = {}
     descriptors = serving.raise_descriptor_limit(settings.web_threads)
-    server = create_server(app, map=sockets, host=settings.host, port=settings.port,
-                           **serving.waitress_options(app, descriptors))
+    server = create_server(app, map=sockets, **where, **serving.waitress_options(app, descriptors))
     server.channel_class = serving.channel_class(app)
     use_poll = server.adj.asyncore_use_poll
     if server.adj.connection_limit < serving.MAX_CONNECTIONS:
         print(f"llamalith: {descriptors} open files allowed (ulimit -n), so at most {server.adj.connection_limit} "
               "connections at a time; raise the limit for more", flush=True)
-    # What start-up made (modules, the app, SQLAlchemy's mappings: ~130,000 objects) lives as long as the process;
-    # out of the collector's sight, a full collection takes ~9 ms instead of ~98 with every thread stopped.
-    gc.freeze()
     stopping = app.shutting_down
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    print(f"Llamalith is listening on http://{settings.host}:{settings.port}{settings.base_path}/", flush=True)
+    if announce:
+        print(announce, flush=True)
     while not stopping.is_set():
         wasyncore.loop(timeout=0.5, use_poll=use_poll, map=sockets, count=1)
 

@@ -1,16 +1,17 @@
 """Does the web tier shrug off load? Submits and polls at 16 concurrent connections against one web process, next to
 a bare Flask app on the same server (waitress, same thread count) answering the same JSON: the ceiling.
 
-    .venv/bin/python bench/api_load.py [--seconds 10] [--rounds 5] [--connections 16]
+    .venv/bin/python bench/api_load.py [--seconds 10] [--rounds 5] [--connections 16] [--web-processes 1]
 
-One `python wsgi.py` (waitress, WEB_THREADS threads, as the Procfile runs it) on an embedded Redis in a temporary
-folder, and no worker, so submitted jobs just queue. API_RATE_LIMIT and MAX_QUEUED_PER_KEY are too high to refuse,
+One `python wsgi.py` (waitress, WEB_THREADS threads, as the Procfile runs it; with --web-processes N, WEB_PROCESSES
+N: that many forked processes on the port) on an embedded Redis in a temporary folder, and no worker, so submitted
+jobs just queue. API_RATE_LIMIT and MAX_QUEUED_PER_KEY are too high to refuse,
 but still cost what they cost: the rate limit is counted in Redis on every request (bench/load.py).
 Three loads, each --connections keep-alive connections sending back to back for --seconds in all, alternated in
 --rounds short runs so that drift in the machine's speed hits all three alike:
 
 - bare ceiling: `GET /chat/api/jobs/<id>` on a Flask app with only that route, returning one job's JSON as the
-  product shows it, served by waitress with the product's thread count, in its own process;
+  product shows it, served by waitress with the product's thread count, in as many processes of its own;
 - submit: `POST /api/submit` (validation, the prompt's token count, INSERT + COMMIT, RQ enqueue, the job's JSON);
 - poll: `GET /api/jobs/{id}`, cycling over every job submitted so far (with no worker, all of them queued).
 
@@ -41,23 +42,32 @@ SUBMIT = json.dumps({"user_input": "Write a haiku about llamas."}).encode()
 POLL_RATIO, SUBMIT_RATIO, POLL_P99_MS, SUBMIT_P99_MS = 0.25, 0.12, 80.0, 50.0
 
 
-def serve_bare(port: int, threads: int, job: str) -> None:
-    """The ceiling: Flask and waitress with nothing else, one route answering the product's JSON for a job."""
+def serve_bare(port: int, threads: int, processes: int, job: str) -> None:
+    """The ceiling: Flask and waitress with nothing else, one route answering the product's JSON for a job, in
+    `processes` processes on the port as the product forks them (app/prefork.py)."""
     from flask import Flask
     from waitress import serve
+
+    from app import prefork
 
     app = Flask("bare")
     answer = json.loads(job)
     app.get("/chat/api/jobs/<int:job_id>")(lambda job_id: answer)
     # The product's waitress options that matter for a small answer (wsgi.py).
-    serve(app, host="127.0.0.1", port=port, threads=threads, send_bytes=1, ident="bare", _quiet=True)
+    options = {"threads": threads, "send_bytes": 1, "ident": "bare", "_quiet": True}
+    if processes == 1:
+        serve(app, host="127.0.0.1", port=port, **options)
+    else:
+        listening = prefork.listening_socket("127.0.0.1", port)
+        prefork.run(processes, lambda: serve(app, sockets=[listening], **options))
 
 
 @contextmanager
-def bare_server(job: dict, threads: int) -> Iterator[str]:
-    """The bare app in its own process, as the base URL of its API."""
+def bare_server(job: dict, threads: int, processes: int) -> Iterator[str]:
+    """The bare app in its own process(es), as the base URL of its API."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port), str(threads), json.dumps(job)])
+    server = subprocess.Popen([sys.executable, __file__, "--serve-bare", str(port), str(threads), str(processes),
+                               json.dumps(job)])
     try:
         url = f"http://127.0.0.1:{port}/chat/api"
         wait_for(lambda: requests.get(url + "/jobs/1", timeout=1).ok)
@@ -67,14 +77,15 @@ def bare_server(job: dict, threads: int) -> Iterator[str]:
         server.wait()
 
 
-def measure(connections: int, seconds: float, rounds: int) -> tuple[Load, Load, Load, int]:
+def measure(connections: int, seconds: float, rounds: int, processes: int) -> tuple[Load, Load, Load, int]:
     """(bare ceiling, submit, poll, jobs queued at the end), alternated in `rounds` short runs of each so that drift
     in the machine's speed (and other work on it) hits all three alike."""
-    with web_stack() as stack:
+    with web_stack(WEB_PROCESSES=str(processes)) as stack:
         headers = {**stack.headers, "Content-Type": "application/json"}
         api = stack.url + "/api"
         first = stack.submit(user_input="warm-up")  # loads the model's vocabulary for the token count
-        with bare_server(stack.get(f"/api/jobs/{first['job_id']}"), stack.app.settings.web_threads) as bare_api:
+        with bare_server(stack.get(f"/api/jobs/{first['job_id']}"), stack.app.settings.web_threads,
+                         processes) as bare_api:
             bare, submit, poll = [], [], []
             for _ in range(rounds):
                 bare.append(run_load(bare_api, {}, lambda: ("GET", "/jobs/1", None), connections, seconds / rounds))
@@ -87,8 +98,9 @@ def measure(connections: int, seconds: float, rounds: int) -> tuple[Load, Load, 
         return Load.combined(bare), Load.combined(submit), Load.combined(poll), queued
 
 
-def report(bare: Load, submit: Load, poll: Load, queued: int, connections: int) -> None:
-    print(f"{connections} connections; {queued} jobs queued at the end (polls cycle over all jobs submitted so far)")
+def report(bare: Load, submit: Load, poll: Load, queued: int, connections: int, processes: int) -> None:
+    print(f"{connections} connections, {processes} web process(es); {queued} jobs queued at the end (polls cycle "
+          "over all jobs submitted so far)")
     print(bare.row("bare Flask + waitress (ceiling)"))
     print(submit.row("POST /api/submit"))
     print(poll.row("GET /api/jobs/{id}"))
@@ -106,13 +118,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each load, in all rounds")
     parser.add_argument("--rounds", type=int, default=5, help="short runs each load is split into, alternating")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--serve-bare", nargs=3, metavar=("PORT", "THREADS", "JSON"), help=argparse.SUPPRESS)
+    parser.add_argument("--web-processes", type=int, default=1, help="WEB_PROCESSES, and the bare app's processes")
+    parser.add_argument("--serve-bare", nargs=4, metavar=("PORT", "THREADS", "PROCESSES", "JSON"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
-        port, threads, job = args.serve_bare
-        serve_bare(int(port), int(threads), job)
+        port, threads, processes, job = args.serve_bare
+        serve_bare(int(port), int(threads), int(processes), job)
         return
-    report(*measure(args.connections, args.seconds, args.rounds), args.connections)
+    measured = measure(args.connections, args.seconds, args.rounds, args.web_processes)
+    report(*measured, args.connections, args.web_processes)
 
 
 if __name__ == "__main__":

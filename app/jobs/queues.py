@@ -75,10 +75,9 @@ def enqueue(job: Job, priority: str | None = None, worker: str | None = None, at
 
 
 def _push(queue: Queue, job: Job, at_front: bool = False) -> None:
-    # One pipeline for all of rq's writes: without one, rq sends the queue's registration and the job apart. No
-    # MULTI around them: Redis runs them in order, so a worker that pops the id finds the job's hash written, and the
-    # reconciler enqueues again a job whose push was lost.
-    with queue.connection.pipeline(transaction=False) as pipe:
+    # One pipeline for all of rq's writes: without one, rq sends the queue's registration and the job apart. (rq
+    # wraps them in MULTI/EXEC itself, whatever the pipeline was made with.)
+    with queue.connection.pipeline() as pipe:
         queue.enqueue(ENTRY_POINT, job.id, job_id=rq_id(job.id), job_timeout=current().settings.job_timeout + 60,
                       result_ttl=600, failure_ttl=24 * 3600, description=f"llamalith job {job.id}", pipeline=pipe,
                       at_front=at_front)
