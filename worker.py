@@ -164,7 +164,9 @@ def maintain(app: Llamalith, stop: threading.Event) -> None:
                     if any(counts.values()):
                         log.info("reconciled: %s", counts)
                     next_reconcile = time.monotonic() + interval
-            except Exception:  # keep maintaining: the next round may succeed (e.g. Redis is back)
+            except RedisError as exc:  # Redis restarting, or stopped first at the stack's stop: one line
+                log.warning("maintenance waits for Redis (%s)", exc)
+            except Exception:  # keep maintaining: the next round may succeed (e.g. the database is back)
                 log.exception("maintenance round failed")
         stop.wait(min(jobs.HEARTBEAT_INTERVAL, interval))
 

@@ -39,6 +39,7 @@ DUE = "llamalith:webhooks:due"  # sorted set of "<job id>:<attempt>", scored by 
 FIRST_PAUSE = 2  # seconds before the first retry; doubles with every attempt
 THREADS = 4  # deliveries at once per worker process; each ends within CALLBACK_TIMEOUT
 POLL = 0.5  # seconds an idle delivery thread waits before it looks again
+REDIS_RETRY = 5.0  # seconds a delivery thread waits when Redis did not answer
 LEASE = 60  # seconds past CALLBACK_TIMEOUT that an attempt in flight stays claimed (a dead worker's is made again)
 STATUS_LINE_BYTES = 4096  # all that is read of an answer: a receiver sending 1.5 GB costs nothing
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -118,7 +119,10 @@ def _deliver_due(app: Llamalith, stop: threading.Event) -> None:
                 with app.app_context():
                     deliver(*taken)
                 continue
-        except Exception:  # keep delivering: Redis or the database may be back next round (the reconciler re-adds)
+        except RedisError as exc:  # Redis restarting, or stopped first at the stack's stop: one line, not a traceback
+            log.warning("webhook deliveries wait for Redis (%s)", exc)
+            stop.wait(REDIS_RETRY)
+        except Exception:  # keep delivering: the database may be back next round (the reconciler re-adds)
             log.exception("webhook delivery round failed")
         stop.wait(POLL)
 
