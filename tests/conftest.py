@@ -325,9 +325,11 @@ def make_run(tmp_path, instance, empty_database):
         process = subprocess.Popen(["make", "run"], cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     yield process, output, environ
-    os.killpg(process.pid, signal.SIGTERM)
     try:
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+    except ProcessLookupError:  # the test stopped it
+        pass
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
     print(output.read_text())  # shown when the test failed

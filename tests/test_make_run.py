@@ -1,5 +1,6 @@
 """`make run` as the Procfile runs it (honcho, embedded Redis, web, a supervised worker): a worker killed with
-kill -9 comes back, the stack keeps serving, and the job it was running still ends done."""
+kill -9 comes back, the stack keeps serving, and the job it was running still ends done; Ctrl-C stops it all
+cleanly, the embedded Redis last."""
 
 import os
 import re
@@ -7,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import psutil
 import pytest
 import requests
 
@@ -40,3 +42,20 @@ def test_a_killed_worker_is_restarted_and_its_job_still_ends_done(make_run):
     assert job["attempts"] == 2 and job["result"]
     assert re.search(r"worker process \d+ ended \(exit code -9\); starting a new one", output.read_text())
 
+
+
+def test_ctrl_c_stops_every_process_cleanly_redis_last(make_run):
+    process, output, environ = make_run
+    wait_for_line(output, SERVING)
+    wait_for_line(output, r"Llamalith is listening on")
+    redis_server = [p for p in psutil.process_iter(["cmdline"])
+                    if "redis-server" in " ".join(p.info["cmdline"] or []) and environ["LLAMALITH_INSTANCE"]
+                    in " ".join(p.info["cmdline"] or [])]
+    assert len(redis_server) == 1
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C
+    process.wait(timeout=20)
+    psutil.wait_procs(redis_server, timeout=10)
+    text = output.read_text()
+    assert "sending SIGKILL" not in text, "a process outlived honcho's grace"
+    assert "wait for Redis" not in text and "waits for Redis" not in text  # the worker stopped while Redis served
+    assert not redis_server[0].is_running()
