@@ -10,7 +10,6 @@ cannot stop the whole stack, and that ends when its supervisor does.
 """
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
@@ -32,13 +31,13 @@ from app import affinity, batch_lines, batches, create_app, jobs, logs, webhooks
 from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
 from app.models import Job, Priority
+from app.orphans import end_with_parent
 from app.worker_slots import WorkerSlots
 from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
 
 SUPERVISOR = "LLAMALITH_SUPERVISOR"  # the supervisor's pid, in its child's environment
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 ORPHAN_GRACE = 30  # seconds an orphaned worker has for a warm stop before it exits regardless
 PRIORITY_CHECK = 0.05  # seconds between looks for interactive turns waiting while batch lines fill every slot
 
@@ -282,10 +281,7 @@ def follow_supervisor() -> int | None:
     if SUPERVISOR not in os.environ:
         return None
     supervisor = int(os.environ[SUPERVISOR])
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
-        pass
+    end_with_parent()
     if os.getppid() != supervisor:  # it died before prctl took effect
         sys.exit("llamalith: the worker's supervisor has ended")
     return supervisor

@@ -6,8 +6,6 @@ warm stop (handing its running jobs back, announcing that it leaves) needs Redis
 session, which a terminal's Ctrl-C does not reach, and is stopped once no other client is connected, at most
 LINGER seconds after the stop (honcho kills what is left after 5); if this process is killed, so is it."""
 
-import ctypes
-import os
 import signal
 import subprocess
 import sys
@@ -16,11 +14,11 @@ import time
 
 from redis import Redis, RedisError
 
+from app.orphans import end_with_parent
 from app.security import protect_instance
 from config import ConfigError, load_settings
 
 LINGER = 3.0  # seconds, at most, Redis keeps serving after a stop while other processes are still connected
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def main() -> None:
@@ -41,7 +39,7 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     print(f"embedded Redis on unix://{socket}", flush=True)
-    server = subprocess.Popen(args, start_new_session=True, preexec_fn=_stop_with_parent)
+    server = subprocess.Popen(args, start_new_session=True, preexec_fn=end_with_parent)  # it stops if this process is killed
     while not stopping.wait(0.2):
         if server.poll() is not None:
             sys.exit(server.returncode)
@@ -58,14 +56,6 @@ def _linger(socket: str) -> None:
         while time.monotonic() < deadline and redis.info("clients")["connected_clients"] > 1:
             time.sleep(0.1)
     except RedisError:  # not answering: nothing to wait for
-        pass
-
-
-def _stop_with_parent() -> None:
-    """In redis-server before it starts: SIGTERM when this process dies, even by kill -9."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
         pass
 
 

@@ -7,7 +7,6 @@ The parent forks after start-up has imported everything (`gc.freeze()` first, so
 any thread or connection exists that a child could not use: a child only drops the database connections that
 start-up may have opened (redis-py makes new ones itself in a new process)."""
 
-import ctypes
 import os
 import signal
 import socket
@@ -15,8 +14,9 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from app.orphans import end_with_parent
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -82,10 +82,7 @@ def _fork(serve: Callable[[], None]) -> int:
 def _stop_with(parent: int) -> None:
     """Have the kernel send SIGTERM (a graceful stop) when the parent dies, even by kill -9, so that no orphan keeps
     serving the port that a restarted web tier needs."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux
-        pass
+    end_with_parent()
     if os.getppid() != parent:  # it died before prctl took effect
         raise SystemExit("llamalith: the web parent has ended")
 
