@@ -151,19 +151,19 @@ class Settings(BaseSettings):
             "readable line. `make run` in a terminal picks `text`"))
     # Each open event stream holds a waitress thread. An idle thread costs no CPU and little memory, so there are
     # enough for 40 streams (room for bench/streams.py's 32) with 8 left for ordinary requests.
-    web_processes: int = setting(1, env="WEB_PROCESSES", ge=1, le=64, description=(
-        "web processes sharing the port, each with `WEB_THREADS` threads: one per core takes the web tier past what "
-        "one Python process can do (docs/deployment.md)"))
+    web_processes: int = setting(2, env="WEB_PROCESSES", ge=1, le=64, description=(
+        "web processes sharing the port, each with `WEB_THREADS` threads: more than one takes the web tier past what "
+        "one Python process can do (one per core; docs/deployment.md)"))
     web_threads: int = setting(48, env="WEB_THREADS", ge=8, le=1000, description=(
         "waitress threads per web process; each open event stream holds one (an idle thread costs no CPU)"))
     sse_max_streams: int = setting(40, env="SSE_MAX_STREAMS", ge=1, description=(
         "open event streams per web process (at most `WEB_THREADS` - 4), then `429 too_many_streams`"))
     sse_max_streams_per_key: int = setting(8, env="SSE_MAX_STREAMS_PER_KEY", ge=1, description=(
-        "open event streams per key, then `429 too_many_streams`"))
+        "open event streams per key, over all web processes, then `429 too_many_streams`"))
     sse_max_streams_per_user: int | None = setting(
         None, env="SSE_MAX_STREAMS_PER_USER", ge=1, shown_default="a quarter of `SSE_MAX_STREAMS` (10)", description=(
-            "open event streams (and `/v1` calls waiting for their answer) per user per web process, over all their "
-            "keys, then `429 too_many_streams`"))
+            "open event streams (and `/v1` calls waiting for their answer) per user, over all their keys and all "
+            "web processes, then `429 too_many_streams`"))
     max_keys_per_user: int = setting(20, env="MAX_KEYS_PER_USER", ge=1, description=(
         "API keys one user may have; creating one more (UI, `keys create`) is refused until one is revoked"))
 

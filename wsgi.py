@@ -47,6 +47,7 @@ def serve(where: dict, announce: str | None = None, forked: bool = False) -> Non
         with app.app_context():
             db.engine.dispose(close=False)  # start-up's connections belong to the parent
     settings = app.settings
+    app.key_cache.listen(app.redis)
     sockets: dict = {}
     descriptors = serving.raise_descriptor_limit(settings.web_threads)
     server = create_server(app, map=sockets, **where, **serving.waitress_options(app, descriptors))

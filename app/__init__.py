@@ -13,7 +13,7 @@ from werkzeug.routing import IntegerConverter
 from app import cors, keys, limits, logs, openapi, places, security
 from app.extensions import Llamalith, csrf, db, login_manager, migrate
 from app.llm import ModelCache
-from app.streams import Slots
+from app.reader_slots import Slots
 
 if TYPE_CHECKING:
     from config import Settings

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from app.key_cache import KeyCache
     from app.llm import ModelCache
     from app.request_counts import RequestCounts
-    from app.streams import Slots
+    from app.reader_slots import Slots
     from config import Settings
 
 

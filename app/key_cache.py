@@ -1,18 +1,26 @@
 """API key checks remembered for KEY_CACHE_SECONDS: a request whose key was checked a moment ago skips the key's
 `SELECT`, which cost more Python than most routes (docs/benchmarks.md, the web tier).
 
-The price is a bounded revocation lag: a key revoked, or its user disabled, by another process (the CLI, another
-web process) is still taken here for at most KEY_CACHE_SECONDS. The process that commits such a change forgets
-every remembered key at that commit (app/keys.py), so there the key is refused at once. Unknown keys are never
+A key revoked, or its user disabled, is refused at once everywhere all the same: the process that commits such a
+change forgets every remembered key at that commit (app/keys.py) and announces it on a Redis channel, and each
+serving web process (`listen`) forgets too when it hears it. Only a change nobody announced (an edit of the
+database by hand) or one made while Redis was away waits for the bound, KEY_CACHE_SECONDS. Unknown keys are never
 remembered, so a new key works at once everywhere. Open event streams look their key up in the database every 5 s
 themselves (app/follow.py), so they end as before."""
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-KEY_CACHE_SECONDS = 2.0  # the revocation lag across processes; docs/security.md states it
+from redis import Redis, RedisError
+
+log = logging.getLogger(__name__)
+
+KEY_CACHE_SECONDS = 2.0  # the revocation lag when a change is not heard of; docs/security.md states it
+CHANGES = "llamalith:keys-changed"  # the Redis channel on which a process says that keys or users changed
+RELISTEN_SECONDS = 1.0  # after losing Redis, the listener tries again this often
 
 Checked = TypeVar("Checked")
 
@@ -51,3 +59,29 @@ class KeyCache(Generic[Checked]):
         with self._lock:
             self._found.clear()
             self._generation += 1
+
+    def listen(self, redis: Redis) -> None:
+        """Forget every remembered key whenever another process announces a change (`announce_change`), from a thread
+        of this process's own, for as long as it lives."""
+        threading.Thread(target=self._follow_changes, args=(redis,), name="key-changes", daemon=True).start()
+
+    def _follow_changes(self, redis: Redis) -> None:
+        while True:
+            try:
+                with redis.pubsub() as changes:
+                    changes.subscribe(CHANGES)
+                    for message in changes.listen():  # the first is the subscription's confirmation
+                        self.forget_all()  # then: whatever was remembered unheard is forgotten too
+            except RedisError as exc:
+                log.warning("key changes from other processes wait for Redis (%s); meanwhile keys are "
+                            "remembered for at most %s s", exc, KEY_CACHE_SECONDS)
+            time.sleep(RELISTEN_SECONDS)
+
+
+def announce_change(redis: Redis) -> None:
+    """Tell every listening process that keys or users changed (they forget what they remembered)."""
+    try:
+        redis.publish(CHANGES, "1")
+    except RedisError as exc:
+        log.warning("a key change was not announced: Redis is unreachable (%s); other processes follow it "
+                    "within %s s", exc, KEY_CACHE_SECONDS)

@@ -1,7 +1,7 @@
 """API keys: random tokens shown once, stored as SHA-256 digests (they are long and random, so a slow hash adds
 nothing), looked up by digest and compared in constant time. Each key belongs to a user and acts as that user.
 `authenticate` is the check every API face runs (the JSON API, the OpenAI-compatible one), through the process's
-cache of checked keys (app/key_cache.py: a key revoked elsewhere is refused within KEY_CACHE_SECONDS); each face
+cache of checked keys (app/key_cache.py: a change made anywhere is announced to every web process); each face
 turns a `KeyRefused` into its own error format. `take_reader_slot` caps the requests a key, and its user, have waiting
 on jobs; a user has at most MAX_KEYS_PER_USER keys. `usage` is what the keys did, per day; `summary`, a user's
 keys in a few numbers."""
@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from app import limits
 from app.errors import APIError
 from app.extensions import current, db
-from app.key_cache import KeyCache
+from app.key_cache import KeyCache, announce_change
 from app.models import ApiKey, Job, JobStatus, User, utcnow
-from app.streams import SlotCaps
+from app.reader_slots import SlotCaps
 
 PREFIX = "llk_"
 
@@ -117,6 +117,7 @@ def _mark(_mapper, _connection, target) -> None:
 def _forget(session: Session) -> None:
     if session.info.pop(CHANGED, False):
         current().key_cache.forget_all()
+        announce_change(current().redis)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -157,7 +158,7 @@ def require_key(unauthorized_code: str = "unauthorized") -> None:
 def take_reader_slot(advice: str) -> Callable[[], None]:
     """A reader slot for the request's key (an event stream, or a call waiting for its answer, holds a web thread),
     and the call that gives it back; over the per-key, per-user or per-process cap, a 429 that ends with `advice`."""
-    give_back = current().readers.take(g.api_key.id, g.api_key.user_id, reader_caps())
+    give_back = current().readers.take(current().redis, g.api_key.id, g.api_key.user_id, reader_caps())
     if give_back is None:
         raise APIError(429, "too_many_streams", f"too many requests waiting on jobs (for this key, its user, or on "
                                                 f"this server); {advice}", headers={"Retry-After": "5"})
@@ -167,7 +168,7 @@ def take_reader_slot(advice: str) -> Callable[[], None]:
 def take_browser_slot(user_id: int) -> Callable[[], None] | None:
     """A reader slot for a signed-in user's page that follows a job: their pages count as one more key of theirs,
     under the same caps; None over a cap (the page then polls instead)."""
-    return current().readers.take(("browser", user_id), user_id, reader_caps())
+    return current().readers.take(current().redis, ("browser", user_id), user_id, reader_caps())
 
 
 def reader_caps() -> SlotCaps:

@@ -7,8 +7,7 @@ writes to the database when the job ends.
 import logging
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from redis import Redis, RedisError
@@ -134,47 +133,6 @@ def follow(redis: Redis, job_id: int, after: str, stop: threading.Event, tick_se
         if time.monotonic() - quiet_since >= tick_seconds:
             yield Entry("tick")
             quiet_since = time.monotonic()
-
-
-@dataclass
-class SlotCaps:
-    """How many readers one web process lets wait: in all, per key, per user."""
-
-    total: int
-    per_key: int
-    per_user: int
-
-
-class Slots:
-    """Readers waiting on jobs in this web process (event streams, OpenAI-style calls), in total, per key and per
-    user. Each holds one of waitress's threads for as long as it waits, so over any cap a new one is refused at once
-    and there are always threads left for ordinary requests (and /healthz). The per-user cap keeps a user with many
-    keys from taking every slot."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.total = 0
-        self.per_key: Counter[Hashable] = Counter()
-        self.per_user: Counter[int] = Counter()
-
-    def take(self, key_id: Hashable, user_id: int, caps: SlotCaps) -> Callable[[], None] | None:
-        """A slot for `key_id` (an API key's id, or a user's pages: app/keys.py) of `user_id`, as the call that
-        gives it back; None when a cap is reached."""
-        with self.lock:
-            if (self.total >= caps.total or self.per_key[key_id] >= caps.per_key
-                    or self.per_user[user_id] >= caps.per_user):
-                return None
-            self._count(key_id, user_id, 1)
-        return lambda: self._give_back(key_id, user_id)
-
-    def _give_back(self, key_id: Hashable, user_id: int) -> None:
-        with self.lock:
-            self._count(key_id, user_id, -1)
-
-    def _count(self, key_id: Hashable, user_id: int, step: int) -> None:
-        self.total += step
-        self.per_key[key_id] += step
-        self.per_user[user_id] += step
 
 
 def partial_texts(redis: Redis, job_ids: list[int]) -> dict[int, str]:

@@ -1,10 +1,10 @@
-"""Does the web tier shrug off load? Submits and polls at 16 concurrent connections against one web process, next to
-a bare Flask app on the same server (waitress, same thread count) answering the same JSON: the ceiling.
+"""Does the web tier shrug off load? Submits and polls at 16 concurrent connections against the web tier, next to a
+bare Flask app on the same server (waitress, same threads and processes) answering the same JSON: the ceiling.
 
-    .venv/bin/python bench/api_load.py [--seconds 10] [--rounds 5] [--connections 16] [--web-processes 1]
+    .venv/bin/python bench/api_load.py [--seconds 10] [--rounds 5] [--connections 16] [--web-processes 2]
 
-One `python wsgi.py` (waitress, WEB_THREADS threads, as the Procfile runs it; with --web-processes N, WEB_PROCESSES
-N: that many forked processes on the port) on an embedded Redis in a temporary folder, and no worker, so submitted
+One `python wsgi.py` (waitress, WEB_THREADS threads, as the Procfile runs it, with WEB_PROCESSES forked processes on
+the port: 2 by default, as installed) on an embedded Redis in a temporary folder, and no worker, so submitted
 jobs just queue. API_RATE_LIMIT and MAX_QUEUED_PER_KEY are too high to refuse,
 but still cost what they cost: the rate limit is counted in Redis on every request (bench/load.py).
 Three loads, each --connections keep-alive connections sending back to back for --seconds in all, alternated in
@@ -36,6 +36,7 @@ import requests  # noqa: E402
 
 from bench.load import Load, run_load, web_stack  # noqa: E402
 from bench.summary import summary  # noqa: E402
+from config import Settings  # noqa: E402
 from tests.stack import free_port, wait_for  # noqa: E402
 
 SUBMIT = json.dumps({"user_input": "Write a haiku about llamas."}).encode()
@@ -118,7 +119,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time of each load, in all rounds")
     parser.add_argument("--rounds", type=int, default=5, help="short runs each load is split into, alternating")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--web-processes", type=int, default=1, help="WEB_PROCESSES, and the bare app's processes")
+    parser.add_argument("--web-processes", type=int, default=Settings.model_fields["web_processes"].default,
+                        help="WEB_PROCESSES, and the bare app's processes (the default: as installed)")
     parser.add_argument("--serve-bare", nargs=4, metavar=("PORT", "THREADS", "PROCESSES", "JSON"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()

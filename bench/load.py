@@ -60,7 +60,7 @@ GENEROUS_LIMITS = {"API_RATE_LIMIT": "10000000", "MAX_QUEUED_PER_KEY": "10000000
 
 @contextmanager
 def web_stack(**environ: str) -> Iterator[Stack]:
-    """One web process (`python wsgi.py`, as the Procfile runs it) on an embedded Redis in a temporary folder, with
+    """The web tier (`python wsgi.py`, as the Procfile runs it) on an embedded Redis in a temporary folder, with
     GENEROUS_LIMITS and no worker: submitted jobs stay queued. `environ` adds settings."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

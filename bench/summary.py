@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Each with its arguments: the web tier both as installed (one web process) and as a 2-core box can run it.
-BENCHMARKS = ["overhead.py", "multiturn.py", "api_load.py", "api_load.py --web-processes 2", "streams.py",
+# Each with its arguments: the web tier as installed (two web processes), and as one process for scale.
+BENCHMARKS = ["overhead.py", "multiturn.py", "api_load.py", "api_load.py --web-processes 1", "streams.py",
               "big_files.py", "batching.py", "decode_steps.py", "browser_stream.py"]
 
 

@@ -25,8 +25,10 @@ PASSWORD = "a long password"
 
 
 def cpu_seconds(process) -> float:
-    times = psutil.Process(process.pid).cpu_times()
-    return times.user + times.system
+    """The CPU time of `process` and the web processes it forked (WEB_PROCESSES)."""
+    parent = psutil.Process(process.pid)
+    return sum(times.user + times.system for times in
+               (member.cpu_times() for member in [parent, *parent.children(recursive=True)]))
 
 
 def quick(url: str, headers: dict | None = None) -> float:

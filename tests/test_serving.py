@@ -26,6 +26,7 @@ def test_connections_are_limited_to_the_descriptors_the_process_has():
 
 @pytest.mark.same_on_postgres
 def test_a_connection_flood_after_a_warm_up_leaves_the_web_process_serving(stack):
+    stack.env["WEB_PROCESSES"] = "1"  # one waitress process, whose descriptors are counted below
     web = stack.start_web()
     with ThreadPoolExecutor(48) as pool:  # every web thread with its database and Redis connections open
         assert all(pool.map(lambda _: requests.get(stack.url + "/api/jobs", headers=stack.headers, timeout=30).ok,

@@ -1,17 +1,20 @@
 """WEB_PROCESSES: several forked web processes on one port, through a real `python wsgi.py`: they share the load and
 the database, stop together on SIGTERM, a process that dies takes the others down so that the supervisor sees it,
-and none outlives the parent."""
+none outlives the parent, and the stream caps per key and per user hold across them."""
 
 import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import psutil
 import pytest
 import requests
 
+from tests.factories import NAME
 from tests.stack import wait_for
+from tests.test_limits import more_keys
 
 
 def start_web(stack, processes: int = 2) -> tuple[subprocess.Popen, list[psutil.Process]]:
@@ -70,3 +73,20 @@ def test_the_web_processes_stop_when_their_parent_is_killed(stack):
     assert not any(child.is_running() for child in children)
     with pytest.raises(requests.ConnectionError):
         requests.get(stack.url + "/healthz", timeout=2)
+
+
+def test_the_stream_caps_per_key_and_per_user_hold_across_the_processes(stack):
+    stack.env.update(SSE_MAX_STREAMS_PER_KEY="3", SSE_MAX_STREAMS_PER_USER="4")
+    start_web(stack)
+    job = stack.submit(user_input="Nobody works on this.")  # no worker: it stays queued and its streams stay open
+    url = f"{stack.url}/api/jobs/{job['job_id']}/events"
+    with ExitStack() as held:
+
+        def open_stream(_) -> int:
+            return held.enter_context(requests.get(url, headers=stack.headers, stream=True, timeout=30)).status_code
+
+        with ThreadPoolExecutor(16) as pool:  # at once: the kernel hands them to both processes
+            statuses = list(pool.map(open_stream, range(16)))
+        assert statuses.count(200) == 3 and statuses.count(429) == 13
+        web_key = more_keys(stack, NAME, 1)[0]  # the same user, another key: one more, then the user's cap
+        assert [requests.get(url, headers=web_key, stream=True, timeout=30).status_code for _ in range(2)] == [200, 429]

@@ -144,7 +144,7 @@ def test_a_dropped_stream_resumes_without_a_gap_or_a_repeat(page, web):
 def test_over_the_stream_caps_the_answer_is_polled(page, stack):
     """The only stream slot of the web process is taken by an API client, so the page's stream is refused."""
     create_user(stack)
-    stack.env["SSE_MAX_STREAMS"] = "1"
+    stack.env.update(SSE_MAX_STREAMS="1", WEB_PROCESSES="1")
     stack.start_web()
     # A job for a model no worker serves here: its stream stays open for the whole test.
     waiting = stack.submit(user_input="Hold the stream slot.", model="gemma3-270m")["job_id"]
