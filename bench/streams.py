@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
 
-from app.api.events import KEEPALIVE_SECONDS  # noqa: E402
+from app.follow import TICK_SECONDS as KEEPALIVE_SECONDS  # noqa: E402
 from bench.load import Load, run_load, web_stack  # noqa: E402
 from bench.summary import summary  # noqa: E402
 from tests.stack import Stack  # noqa: E402

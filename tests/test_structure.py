@@ -1,8 +1,10 @@
 """The architecture, checked: protocol faces (app/api, app/ui, app/v1, app/ollama) stand on the domain below them and never reach
 each other; the domain never reaches a face, however many imports away; and no modules import each other in a circle.
-Imports are followed transitively, at module level and inside functions alike."""
+Imports are followed transitively, at module level and inside functions alike. And the benchmarks, which no other
+test runs, still import."""
 
 import ast
+import importlib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -141,3 +143,9 @@ def test_no_module_is_longer_than_one_idea():
     long = {name: lines for name, path in project_modules().items() if name.startswith("app.")
             and "migrations" not in path.parts and (lines := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+@pytest.mark.parametrize("script", sorted(path.stem for path in (ROOT / "bench").glob("*.py")))
+def test_every_benchmark_still_imports_what_it_uses(script):
+    """Benchmarks run only under `make bench`, so a name moved in app/ would break one unseen until then."""
+    importlib.import_module(f"bench.{script}")
