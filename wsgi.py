@@ -57,8 +57,13 @@ def serve(where: dict, announce: str | None = None, forked: bool = False) -> Non
         print(f"llamalith: {descriptors} open files allowed (ulimit -n), so at most {server.adj.connection_limit} "
               "connections at a time; raise the limit for more", flush=True)
     stopping = app.shutting_down
+
+    def stop(*_) -> None:
+        stopping.set()
+        server.pull_trigger()  # wakes the loop below at once, not at its next timeout
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, stop)
     if announce:
         print(announce, flush=True)
     while not stopping.is_set():
