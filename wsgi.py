@@ -56,18 +56,21 @@ def serve(where: dict, announce: str | None = None, forked: bool = False) -> Non
     if server.adj.connection_limit < serving.MAX_CONNECTIONS:
         print(f"llamalith: {descriptors} open files allowed (ulimit -n), so at most {server.adj.connection_limit} "
               "connections at a time; raise the limit for more", flush=True)
-    stopping = app.shutting_down
+    signalled: list[int] = []
 
-    def stop(*_) -> None:
-        stopping.set()
+    def stop(signum, _frame) -> None:
+        # No lock here: a second signal (Ctrl-C reaches the whole group, then the parent passes SIGTERM on) can
+        # arrive while this handler runs, and would wait forever for a lock the first one holds.
+        signalled.append(signum)
         server.pull_trigger()  # wakes the loop below at once, not at its next timeout
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stop)
     if announce:
         print(announce, flush=True)
-    while not stopping.is_set():
+    while not signalled:
         wasyncore.loop(timeout=0.5, use_poll=use_poll, map=sockets, count=1)
+    app.shutting_down.set()  # open event streams end, so that their clients reconnect elsewhere
 
     # Graceful stop: refuse new connections, keep serving the requests already in flight, then exit.
     server.del_channel()

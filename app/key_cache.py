@@ -66,15 +66,19 @@ class KeyCache(Generic[Checked]):
         threading.Thread(target=self._follow_changes, args=(redis,), name="key-changes", daemon=True).start()
 
     def _follow_changes(self, redis: Redis) -> None:
+        heard = said = False  # once connected, a lost connection is logged once, not every second
         while True:
             try:
                 with redis.pubsub() as changes:
                     changes.subscribe(CHANGES)
-                    for message in changes.listen():  # the first is the subscription's confirmation
+                    for _ in changes.listen():  # the first is the subscription's confirmation
+                        heard, said = True, False
                         self.forget_all()  # then: whatever was remembered unheard is forgotten too
             except RedisError as exc:
-                log.warning("key changes from other processes wait for Redis (%s); meanwhile keys are "
-                            "remembered for at most %s s", exc, KEY_CACHE_SECONDS)
+                if heard and not said:  # before the first connection, Redis is still starting (make run)
+                    log.warning("not hearing of key changes from other processes: Redis is unreachable (%s); "
+                                "meanwhile keys are remembered for at most %s s", exc, KEY_CACHE_SECONDS)
+                    said = True
             time.sleep(RELISTEN_SECONDS)
 
 
