@@ -38,6 +38,7 @@ from config import ConfigError, load_settings
 log = logging.getLogger("llamalith.worker")
 
 SUPERVISOR = "LLAMALITH_SUPERVISOR"  # the supervisor's pid, in its child's environment
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ORPHAN_GRACE = 30  # seconds an orphaned worker has for a warm stop before it exits regardless
 PRIORITY_CHECK = 0.05  # seconds between looks for interactive turns waiting while batch lines fill every slot
 
@@ -74,8 +75,14 @@ class LlamalithWorker(SimpleWorker):
         return super().should_run_maintenance_tasks
 
     def request_stop(self, signum, frame):
-        # The running jobs see this between tokens and go back to the queue (jobs.run), so a stop is quick.
-        self.app.stopping.set()
+        # The running jobs see this between tokens and go back to the queue (jobs.run), so a stop is quick. Setting
+        # it takes the Event's lock: a second stop signal meanwhile (Ctrl-C and a supervisor's SIGTERM) waits until
+        # it is set, instead of running this handler inside it and waiting for that lock forever.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.app.stopping.set()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.stopping = True
         super().request_stop(signum, frame)
 
