@@ -242,5 +242,6 @@ def test_the_readme_webhook_example_runs_as_written(stack, receiver):
     key = stack.headers["Authorization"].split()[-1]
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True, timeout=60,
                             env={"KEY": key, "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0 and json.loads(result.stdout)["status"] == "queued", result.stderr
+    # The answer shows the job as it is: a worker may have taken it already.
+    assert result.returncode == 0 and json.loads(result.stdout)["status"] in ("queued", "processing"), result.stderr
     wait_for(lambda: any(status == 200 for _, _, status in receiver.calls), timeout=120)  # a 500 first, then this
