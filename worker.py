@@ -31,14 +31,13 @@ from app import affinity, batch_lines, batches, create_app, jobs, logs, webhooks
 from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
 from app.models import Job, Priority
-from app.orphans import end_with_parent
+from app.orphans import STOP_SIGNALS, end_with_parent
 from app.worker_slots import WorkerSlots
 from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
 
 SUPERVISOR = "LLAMALITH_SUPERVISOR"  # the supervisor's pid, in its child's environment
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 ORPHAN_GRACE = 30  # seconds an orphaned worker has for a warm stop before it exits regardless
 PRIORITY_CHECK = 0.05  # seconds between looks for interactive turns waiting while batch lines fill every slot
 
@@ -324,7 +323,7 @@ def supervise(argv: list[str]) -> None:
             child.send_signal(signum)
         stopping.set()
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, pass_on)
     pause = 1.0
     while not stopping.is_set():

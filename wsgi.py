@@ -42,6 +42,7 @@ def serve(where: dict, announce: str | None = None, forked: bool = False) -> Non
     `announce` is printed once the port is bound."""
     from app import serving
     from app.extensions import db
+    from app.orphans import STOP_SIGNALS
 
     if forked:
         with app.app_context():
@@ -64,7 +65,7 @@ def serve(where: dict, announce: str | None = None, forked: bool = False) -> Non
         signalled.append(signum)
         server.pull_trigger()  # wakes the loop below at once, not at its next timeout
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
     if announce:
         print(announce, flush=True)

@@ -14,7 +14,7 @@ import time
 
 from redis import Redis, RedisError
 
-from app.orphans import end_with_parent
+from app.orphans import STOP_SIGNALS, end_with_parent
 from app.security import protect_instance
 from config import ConfigError, load_settings
 
@@ -36,7 +36,7 @@ def main() -> None:
     args = [redis_server, "--port", "0", "--unixsocket", socket, "--unixsocketperm", "700",
             "--dir", str(instance), "--dbfilename", "redis.rdb", "--appendonly", "yes", "--save", "60 1"]
     stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, lambda *_: stopping.set())
     print(f"embedded Redis on unix://{socket}", flush=True)
     server = subprocess.Popen(args, start_new_session=True, preexec_fn=end_with_parent)  # it stops if this process is killed

@@ -14,9 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from app.orphans import end_with_parent
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+from app.orphans import STOP_SIGNALS, end_with_parent
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
