@@ -93,9 +93,9 @@ class Settings(BaseSettings):
         "jobs a worker runs at once per model, decoded together (continuous batching, docs/batching.md); a model's "
         "own `parallel` wins. They share the model's `n_ctx` cells and one copy of its weights"))
     parallel_exact: bool = setting(False, env="LLM_PARALLEL_EXACT", description=(
-        "give each sequence `n_ctx` KV cells of its own and attention without flash attention: fewer greedy "
-        "answers differ from one at a time by rounding, for `parallel` times the KV memory and about a fifth of "
-        "the throughput (docs/batching.md)"))
+        "give each sequence `n_ctx` KV cells of its own, attention without flash attention, and read each prompt "
+        "chunk alone: greedy answers as one at a time (SmolLM2: 8 of 8; not with repacked quants such as Gemma's), "
+        "for `parallel` times the KV memory and about a fifth of the throughput (docs/batching.md)"))
     max_loaded_models: int = setting(2, env="LLM_MAX_LOADED_MODELS", ge=1,
                                      description="models a worker keeps loaded (LRU)")
     kv_cache_mb: int = setting(256, env="KV_CACHE_MB", ge=0, description=(

@@ -1,6 +1,6 @@
 """Where continuous batching's gain goes (issue 20's throughput target): the engine's own step times, in process.
 
-    .venv/bin/python bench/decode_steps.py [--max-tokens 128] [--threads 2] [--batch]
+    .venv/bin/python bench/decode_steps.py [--max-tokens 128] [--threads 2] [--batch] [--exact]
 
 No web, no Redis, no worker: the default model in a `ModelCache` as a worker loads it, four prompts run one after
 another on a one-sequence context (`parallel` 1) and then together on a four-sequence one (`parallel` 4, shared
@@ -9,7 +9,8 @@ longest of bench/batching.py). Each `llama_decode` step is timed; a row gives th
 (one token for each of 1 or 4 sequences), the prefill steps' total, and the whole run, and the ratio of four
 sequences' decode rate to one's. When the four-sequence step costs four one-sequence steps, batching cannot gain:
 these figures say how much of bench/batching.py's aggregate gain the engine itself leaves. The sequences are
-interactive (a prompt beside decoding ones is read PREFILL_CHUNK tokens a step); `--batch` runs them as batch work.
+interactive (a prompt beside decoding ones is read PREFILL_CHUNK tokens a step); `--batch` runs them as batch work;
+`--exact` gives the four-sequence context cells of its own per sequence (`LLM_PARALLEL_EXACT`).
 """
 
 import argparse
@@ -45,9 +46,9 @@ class TimedEngine(Engine):
 
 
 def run(settings, parallel: int, prompts: list[str], max_tokens: int, threads: int,
-        interactive: bool) -> tuple[float, float, float]:
+        interactive: bool, exact: bool = False) -> tuple[float, float, float]:
     """(median decode-only step, prefill steps' total, whole run) in seconds."""
-    cache = ModelCache(settings.models, capacity=1, threads=threads, state_bytes=0, parallel=parallel, exact=False)
+    cache = ModelCache(settings.models, capacity=1, threads=threads, state_bytes=0, parallel=parallel, exact=exact)
     model = cache.get(DEFAULT_MODEL_KEY)
     params = settings.params_for(DEFAULT_MODEL_KEY, {"temperature": 0, "max_tokens": max_tokens})
 
@@ -78,13 +79,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (a worker's default: the CPUs)")
     parser.add_argument("--batch", action="store_true", help="batch work, not interactive: prompts beside decoding "
                                                              "sequences are read as fast as the batch holds")
+    parser.add_argument("--exact", action="store_true", help="four sequences with cells of their own, each prompt "
+                                                             "chunk read alone (LLM_PARALLEL_EXACT)")
     args = parser.parse_args()
     models.Engine = TimedEngine  # what ModelCache builds for each model it loads
     settings = load_settings({**MODEL_PATHS, "SECRET_KEY": "bench", "LLM_MODELS": DEFAULT_MODEL_KEY})
     for name, paragraphs in PROMPTS.items():
         prompts = [text(n, f"{name}-{time.time_ns()}", length=paragraphs) for n in range(4)]
         one = run(settings, 1, prompts, args.max_tokens, args.threads, not args.batch)
-        four = run(settings, 4, prompts, args.max_tokens, args.threads, not args.batch)
+        four = run(settings, 4, prompts, args.max_tokens, args.threads, not args.batch, args.exact)
         for label, (step, prefill, whole) in (("1 sequence ", one), ("4 sequences", four)):
             print(f"{name:<5} prompts, {label}: decode step {step * 1000:5.1f} ms, prefill {prefill:5.2f} s, "
                   f"run {whole:5.2f} s", flush=True)

@@ -104,23 +104,18 @@ def answers(stack, worker_env: dict[str, str], **body) -> tuple[list[str], int]:
 def test_greedy_answers_through_the_batch_equal_one_at_a_time_answers(stack):
     """One at a time: a worker with LLM_PARALLEL=1 (what a worker without batching answers), the eight jobs
     submitted together and so run one after another. Then the same eight through a worker with LLM_PARALLEL=4, four
-    decoded at a time: with LLM_PARALLEL_EXACT=1 (each sequence its own cells) at least seven of eight are the same
-    token for token; with the default shared cells the agreement is printed, not asserted (interleaved cells change
-    the float rounding, and a near tie then goes the other way). KV_CACHE_MB=0 everywhere: nothing carries over.
+    decoded at a time: with LLM_PARALLEL_EXACT=1 (each sequence its own cells, each prompt chunk read alone) at least
+    seven of eight are the same token for token; with the default shared cells the agreement is printed, not asserted
+    (interleaved cells and flash attention change the float rounding, and a near tie then goes the other way).
+    KV_CACHE_MB=0 everywhere: nothing carries over.
 
-    Why seven, not eight: llama.cpp's CPU matrix kernels (repacked quants, llamafile sgemm) round differently for a
-    batch of several rows than for one, so a token decoded in the same llama_decode as other sequences' can differ in
-    its last bits even in cells of its own, and a near tie then flips. Measured: SmolLM2 exact 7/8 here (the long
-    bread prompt, after a dozen identical tokens), 8/8 in 3 of 5 in-process runs; Gemma 3 270M, a base model whose
-    answers to these prompts are mostly near ties, exact 3-4/8 and shared 5/8 through this stack (6/8 and 5-6/8
-    in-process, where turning its repacked kernels off, use_extra_bufts=False, makes them 7-8/8 and 6-7/8). SmolLM2
-    with shared cells: 1-4/8.
-
-    Which rows a step decodes together depends on when each job joins, so the rounding, and the agreement, moves
-    from run to run: on an AMD EPYC machine (AVX2) exact was 7/8 in five runs of six and 6/8 once (the mountains
-    poem); on one with AVX-512, 7/8 in three runs of three (shared cells 5-6/8). The issue asks for 7 of 8; this
-    test fails below 6, so that a real break (a restore of another sequence's cells, a wrong position) is caught
-    and a rounding flip is not (docs/batching.md)."""
+    Measured on 2026-12-07 (Intel, AVX-512): exact 8/8 in three runs of three, shared 5-6/8. Before prompt chunks
+    were read alone, exact was 6-7/8: llama.cpp split a step holding one sequence's next token and another's prompt
+    chunk into pieces with as many tokens of each, so the chunk's first token was computed in a piece of one token,
+    whose kernels (vec_dot, not llamafile's sgemm) round differently. Decoding steps, one token per sequence, compute
+    as a worker with one sequence does for SmolLM2's Q4_1 and Q8_0 weights. Not for every model: Gemma 3 270M's
+    repacked Q4_K kernels round a step of four tokens differently from a step of one, exact 3/8 (docs/batching.md).
+    The assertion is the issue's 7 of 8: room for one flip on a CPU whose kernels round in a way not measured here."""
     serve(stack, KV_CACHE_MB="0")
     stack.start_web()
     one_at_a_time, most = answers(stack, {"LLM_PARALLEL": "1"}, prefix="one")
@@ -135,7 +130,7 @@ def test_greedy_answers_through_the_batch_equal_one_at_a_time_answers(stack):
     for prompt, alone, batched in zip(PROMPTS, one_at_a_time, exact):
         if alone != batched:
             print(f"exact differs for {prompt[:40]!r}:\n  {alone!r}\n  {batched!r}")
-    assert same_exact >= 6
+    assert same_exact >= 7
 
 
 @pytest.mark.same_on_postgres

@@ -7,7 +7,8 @@ engine's own thread touches the context; jobs talk to it through `Sequence`.
 By default the KV cells are unified: the sequences share the model's `n_ctx` cells, and a sequence is admitted only
 while the cells every running sequence may still need (its prompt plus its `max_tokens`) fit, first come first
 served, so a decode never runs out of room and one job alone always has the whole context
-(`LLM_PARALLEL_EXACT` gives each sequence cells of its own instead: app/llm/models.py, `shared_context`).
+(`LLM_PARALLEL_EXACT` gives each sequence cells of its own instead: app/llm/models.py, `shared_context`; then a
+step either decodes or reads one prompt chunk alone, so each sequence is computed as with one sequence).
 """
 
 import codecs
@@ -75,6 +76,7 @@ class Engine:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.free = list(range(parallel))
+        self.prompt_last = False  # with cells of its own per sequence: the last step read a prompt chunk alone
         self.changed = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name=f"engine-{model.key}", daemon=True)
@@ -178,11 +180,40 @@ class Engine:
         import llama_cpp
 
         self.batch.n_tokens = 0
-        sampled: list[tuple[Sequence, int]] = []
+        alone = not self.shared and self._prompt_turn()
+        sampled: list[tuple[Sequence, int]] = [] if alone else self._add_next_tokens()
+        prefilled = self._add_prompt_chunks(sampled, alone) if self.shared or alone else []
+        code = llama_cpp.llama_decode(self.ctx, self.batch)
+        if code != 0:
+            raise RuntimeError(f"llama_decode returned {code}")
+        for sequence in prefilled:
+            if self.model.states is not None and len(sequence.held) in (sequence.opening, len(sequence.prompt)):
+                self.model.states.save(self.model.key, self.ctx, sequence.seq_id, sequence.held)
+        for sequence, index in sampled:
+            token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self.ctx, index)
+            self._take(sequence, token)
+
+    def _prompt_turn(self) -> bool:
+        """With cells of its own per sequence, whether this step reads a prompt chunk alone: llama.cpp splits a
+        step of several sequences into pieces with as many tokens of each, and its kernels round a piece of one
+        token differently from one of many, so a chunk read beside other sequences would no longer be the chunk a
+        worker with one sequence reads. Steps alternate while sequences decode: none waits more than one chunk."""
+        if not any(sequence.prefilling for sequence in self.running):
+            return False
+        self.prompt_last = not (self.prompt_last and any(s.next_token is not None for s in self.running))
+        return self.prompt_last
+
+    def _add_next_tokens(self) -> list[tuple[Sequence, int]]:
+        sampled = []
         for sequence in self.running:
             if sequence.next_token is not None:
                 sampled.append((sequence, self._add(sequence, [sequence.next_token], logits=True)))
                 sequence.next_token = None
+        return sampled
+
+    def _add_prompt_chunks(self, sampled: list[tuple[Sequence, int]], alone: bool) -> list[Sequence]:
+        """Add the next chunks of the prompts being read (one chunk of one prompt when `alone`, cut where a worker
+        with one sequence cuts it); a prompt read to its end joins `sampled`."""
         # While an interactive sequence decodes, all prompts together get PREFILL_CHUNK tokens a step, so its next
         # token waits for one chunk, however many prompts arrive at once. Beside batch work alone, nobody watches the
         # tokens come: a step takes as much prompt as the batch holds, which reads prompts about a fifth faster
@@ -190,7 +221,7 @@ class Engine:
         room = self.n_batch - self.batch.n_tokens
         budget = min(PREFILL_CHUNK, room) if any(sequence.interactive for sequence, _ in sampled) else room
         prefilled = []
-        for sequence in [s for s in self.running if s.prefilling]:
+        for sequence in [s for s in self.running if s.prefilling][: 1 if alone else None]:
             if budget <= 0:
                 break
             start = len(sequence.held)
@@ -203,15 +234,7 @@ class Engine:
             prefilled.append(sequence)
             if last:
                 sampled.append((sequence, index))
-        code = llama_cpp.llama_decode(self.ctx, self.batch)
-        if code != 0:
-            raise RuntimeError(f"llama_decode returned {code}")
-        for sequence in prefilled:
-            if self.model.states is not None and len(sequence.held) in (sequence.opening, len(sequence.prompt)):
-                self.model.states.save(self.model.key, self.ctx, sequence.seq_id, sequence.held)
-        for sequence, index in sampled:
-            token = llama_cpp.llama_sampler_sample(sequence.sampler.sampler, self.ctx, index)
-            self._take(sequence, token)
+        return prefilled
 
     def _add(self, sequence: Sequence, tokens: list[int], logits: bool) -> int:
         """Put `tokens` of `sequence` in the batch; the batch index of the last (where its logits are)."""

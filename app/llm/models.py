@@ -159,8 +159,9 @@ def shared_context(llm, parallel: int, exact: bool) -> int:
     their cells, and attention is flash attention (it skips the cells of other sequences, where the default kernel
     computes them all and masks them: docs/batching.md), so a greedy answer's rounding can differ from one at a time
     (`parallel` 1: llama-cpp-python's default attention). `exact` gives each sequence `n_ctx`
-    cells of its own and attention without flash attention (a job alone answers exactly as one at a time; jobs
-    decoded together still meet the kernels' rounding), for `parallel` times the KV memory (docs/batching.md)."""
+    cells of its own and attention without flash attention (the engine then reads each prompt chunk alone: greedy
+    answers are those of one at a time wherever the model's kernels round a step of several tokens as one of one),
+    for `parallel` times the KV memory (docs/batching.md)."""
     import llama_cpp
     from llama_cpp._internals import LlamaContext
 
