@@ -95,7 +95,8 @@ class Settings(BaseSettings):
     parallel_exact: bool = setting(False, env="LLM_PARALLEL_EXACT", description=(
         "give each sequence `n_ctx` KV cells of its own, attention without flash attention, and read each prompt "
         "chunk alone: greedy answers as one at a time (SmolLM2: 8 of 8; not with repacked quants such as Gemma's), "
-        "for `parallel` times the KV memory and about a fifth of the throughput (docs/batching.md)"))
+        "for `parallel` times the KV memory, and a decoding job's next token may wait for a whole prompt chunk "
+        "(docs/batching.md)"))
     max_loaded_models: int = setting(2, env="LLM_MAX_LOADED_MODELS", ge=1,
                                      description="models a worker keeps loaded (LRU)")
     kv_cache_mb: int = setting(256, env="KV_CACHE_MB", ge=0, description=(
