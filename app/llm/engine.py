@@ -176,7 +176,8 @@ class Engine:
         sequence.text = StopText(sequence.stop + sequence.params.stop)
 
     def _step(self) -> None:
-        """One llama_decode: a token for each decoding sequence, then prompt chunks; then sample."""
+        """One llama_decode: a token for each decoding sequence, then prompt chunks (with cells of its own per
+        sequence, either the tokens or one chunk); then sample."""
         import llama_cpp
 
         self.batch.n_tokens = 0
