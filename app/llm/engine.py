@@ -7,8 +7,8 @@ engine's own thread touches the context; jobs talk to it through `Sequence`.
 By default the KV cells are unified: the sequences share the model's `n_ctx` cells, and a sequence is admitted only
 while the cells every running sequence may still need (its prompt plus its `max_tokens`) fit, first come first
 served, so a decode never runs out of room and one job alone always has the whole context
-(`LLM_PARALLEL_EXACT` gives each sequence cells of its own instead: app/llm/models.py, `shared_context`; then a
-step either decodes or reads one prompt chunk alone, so each sequence is computed as with one sequence).
+(`LLM_PARALLEL_EXACT` gives each sequence cells of its own instead, and reads each prompt chunk in a step of its
+own, so each sequence is computed as with one sequence: app/llm/models.py, `shared_context`).
 """
 
 import codecs
@@ -176,14 +176,18 @@ class Engine:
         sequence.text = StopText(sequence.stop + sequence.params.stop)
 
     def _step(self) -> None:
-        """One llama_decode: a token for each decoding sequence, then prompt chunks (with cells of its own per
-        sequence, either the tokens or one chunk); then sample."""
+        """One llama_decode (next tokens, then prompt chunks; with cells per sequence, one or the other); sample."""
         import llama_cpp
 
         self.batch.n_tokens = 0
-        alone = not self.shared and self._prompt_turn()
-        sampled: list[tuple[Sequence, int]] = [] if alone else self._add_next_tokens()
-        prefilled = self._add_prompt_chunks(sampled, alone) if self.shared or alone else []
+        if self.shared:
+            sampled = self._add_next_tokens()
+            prefilled = self._add_prompt_chunks(sampled)
+        elif self._prompt_turn():
+            sampled = []
+            prefilled = self._add_prompt_chunks(sampled, one=True)
+        else:
+            sampled, prefilled = self._add_next_tokens(), []
         code = llama_cpp.llama_decode(self.ctx, self.batch)
         if code != 0:
             raise RuntimeError(f"llama_decode returned {code}")
@@ -195,10 +199,8 @@ class Engine:
             self._take(sequence, token)
 
     def _prompt_turn(self) -> bool:
-        """With cells of its own per sequence, whether this step reads a prompt chunk alone: llama.cpp splits a
-        step of several sequences into pieces with as many tokens of each, and its kernels round a piece of one
-        token differently from one of many, so a chunk read beside other sequences would no longer be the chunk a
-        worker with one sequence reads. Steps alternate while sequences decode: none waits more than one chunk."""
+        """With cells per sequence, whether this step reads a prompt chunk alone (beside other sequences' tokens,
+        llama.cpp rounds it otherwise: docs/batching.md); in turn with decoding steps, so none waits two chunks."""
         if not any(sequence.prefilling for sequence in self.running):
             return False
         self.prompt_last = not (self.prompt_last and any(s.next_token is not None for s in self.running))
@@ -212,17 +214,16 @@ class Engine:
                 sequence.next_token = None
         return sampled
 
-    def _add_prompt_chunks(self, sampled: list[tuple[Sequence, int]], alone: bool) -> list[Sequence]:
-        """Add the next chunks of the prompts being read (one chunk of one prompt when `alone`, cut where a worker
-        with one sequence cuts it); a prompt read to its end joins `sampled`."""
-        # While an interactive sequence decodes, all prompts together get PREFILL_CHUNK tokens a step, so its next
-        # token waits for one chunk, however many prompts arrive at once. Beside batch work alone, nobody watches the
-        # tokens come: a step takes as much prompt as the batch holds, which reads prompts about a fifth faster
-        # (docs/batching.md).
+    def _add_prompt_chunks(self, sampled: list[tuple[Sequence, int]], one: bool = False) -> list[Sequence]:
+        """Add the next chunks of the prompts being read (`one`: of the first prompt only, in an otherwise empty
+        batch, so cut where a worker with one sequence cuts it); a prompt read to its end joins `sampled`."""
+        # Beside an interactive sequence, all prompts together get PREFILL_CHUNK tokens a step: its next token waits
+        # for one chunk, however many prompts arrive. Beside batch work alone nobody watches the tokens come: a step
+        # takes as much prompt as the batch holds, which reads prompts about a fifth faster (docs/batching.md).
         room = self.n_batch - self.batch.n_tokens
         budget = min(PREFILL_CHUNK, room) if any(sequence.interactive for sequence, _ in sampled) else room
         prefilled = []
-        for sequence in [s for s in self.running if s.prefilling][: 1 if alone else None]:
+        for sequence in [s for s in self.running if s.prefilling][: 1 if one else None]:
             if budget <= 0:
                 break
             start = len(sequence.held)
