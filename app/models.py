@@ -176,22 +176,24 @@ class Job(db.Model):
     priority: Mapped[str] = mapped_column(String(16), default=Priority.BATCH.value)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
     result: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
-    error_code: Mapped[str | None] = mapped_column(String(40))
-    attempts: Mapped[int] = mapped_column(default=0)
-    worker: Mapped[str | None] = mapped_column(String(120))
-    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)  # the owner
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    request_id: Mapped[str | None] = mapped_column(String(64))  # of the request that made it (app/logs.py)
-    started_at: Mapped[datetime | None]
-    processed_at: Mapped[datetime | None]
-    heartbeat_at: Mapped[datetime | None]
-    retry_at: Mapped[datetime | None]
+    # What the answer cost, as the worker measured it (the job's JSON, /metrics).
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
     first_token_ms: Mapped[int | None]
-    duration_ms: Mapped[int | None]  # the worker's generation time, for /metrics
+    duration_ms: Mapped[int | None]  # the worker's generation time
+    error: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(40))
+    # Who runs it: the worker holding it and when it last said so; the attempts so far and when the next may start.
+    worker: Mapped[str | None] = mapped_column(String(120))
+    heartbeat_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    retry_at: Mapped[datetime | None]
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)  # the owner
+    request_id: Mapped[str | None] = mapped_column(String(64))  # of the request that made it (app/logs.py)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
     # A client's Idempotency-Key and a digest of the request it came with: a repeat within 24 h gets this job.
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_digest: Mapped[str | None] = mapped_column(String(64))

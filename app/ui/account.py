@@ -6,8 +6,9 @@ from flask_login import current_user, login_user
 
 from app import keys, limits, passwords
 from app.extensions import db
+from app.models import User
 from app.ui import bp
-from app.ui.auth import authenticate, forget_attempts, take_attempt, wait
+from app.ui.auth import check_password, wait
 from app.ui.forms import PasswordForm
 from app.ui.keys import USAGE_DAYS
 
@@ -25,20 +26,22 @@ def account():
 
 @bp.post("/account/password")
 def change_password():
+    """The new password, once the current one checks out; else the form again, saying what is wrong."""
     form = PasswordForm()
-    if not form.validate():
-        return render_account(form, 422)
-    try:
-        take_attempt(current_user.name)
-    except limits.Limited as limited:
-        form.current_password.errors.append(f"Too many password attempts. {wait(limited)}")
-        return render_account(form, 429, {"Retry-After": str(limited.retry_after)})
-    user = authenticate(current_user.name, form.current_password.data)
-    if user is None:
+    if form.validate():
+        try:
+            user = check_password(current_user.name, form.current_password.data)
+        except limits.Limited as limited:
+            form.current_password.errors.append(f"Too many password attempts. {wait(limited)}")
+            return render_account(form, 429, {"Retry-After": str(limited.retry_after)})
+        if user is not None:
+            return _set_password(user, form.password.data)
         form.current_password.errors.append("That is not your current password.")
-        return render_account(form, 422)
-    forget_attempts(user.name)
-    user.set_password(form.password.data)
+    return render_account(form, 422)
+
+
+def _set_password(user: User, password: str):
+    user.set_password(password)
     db.session.commit()
     login_user(user)  # this session takes the new session version; every other one ends
     flash("Your password is changed. Your other sessions have ended; this one stays signed in.")

@@ -67,14 +67,12 @@ def login():
         return render_template("login.html", form=form)
     name = form.name.data.strip()
     try:
-        take_attempt(name)
+        user = check_password(name, form.password.data)
     except limits.Limited as limited:
         error = f"Too many sign-in attempts. {wait(limited)}"
         return render_template("login.html", form=form, error=error), 429, {"Retry-After": str(limited.retry_after)}
-    user = authenticate(name, form.password.data)
     if user is None:
         return render_template("login.html", form=form, error="Wrong name or password.")
-    forget_attempts(name)
     session.clear()  # a fresh session (and CSRF token) for the signed-in user
     login_user(user)
     return redirect(next_page)
@@ -89,17 +87,18 @@ def logout():
     return redirect(url_for("ui.login"))
 
 
-def take_attempt(name: str) -> None:
-    """Counts a password check for `name` (signing in, or the account page's current password) against the sign-in
-    limits, per name and per address, or raises `limits.Limited`: before the password is checked, so concurrent
-    guesses cannot all be checked, and a guess counts the same on either page."""
+def check_password(name: str, password: str) -> User | None:
+    """`name`'s user if `password` is theirs (signing in, or the account page's current password), else None.
+
+    The check counts against the sign-in limits, per name and per address, or raises `limits.Limited`: before the
+    password is checked, so concurrent guesses cannot all be checked, and a guess counts the same on either page.
+    The right password clears the name's count (the address's stays)."""
     limits.take(limits.login_per_address(), "login-address", request.remote_addr or "unknown")
     limits.take(limits.login_per_name(), "login-name", name)
-
-
-def forget_attempts(name: str) -> None:
-    """The right password clears the name's count (the address's stays)."""
-    limits.forget(limits.login_per_name(), "login-name", name)
+    user = _authenticate(name, password)
+    if user is not None:
+        limits.forget(limits.login_per_name(), "login-name", name)
+    return user
 
 
 def wait(limited: limits.Limited) -> str:
@@ -113,7 +112,7 @@ def end_sessions(user: User) -> None:
     db.session.commit()
 
 
-def authenticate(name: str, password: str) -> User | None:
+def _authenticate(name: str, password: str) -> User | None:
     user = db.session.scalar(select(User).where(User.name == name))
     if user is not None and user.disabled:
         password_matches(password, UNKNOWN_USER_HASH)  # as slow as any other refusal
