@@ -21,18 +21,17 @@ import sys
 import threading
 import time
 
-from redis import RedisError
+from redis import Redis, RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 from sqlalchemy import select
 
-from app import affinity, batch_lines, batches, create_app, jobs, logs, webhooks
+from app import affinity, batch_lines, batches, create_app, jobs, logs, webhooks, worker_slots
 from app.extensions import Llamalith, db
 from app.llm import ModelCache, ModelLoadError
 from app.models import Job, Priority
 from app.orphans import STOP_SIGNALS, end_with_parent
-from app.worker_slots import WorkerSlots
 from config import ConfigError, load_settings
 
 log = logging.getLogger("llamalith.worker")
@@ -45,13 +44,14 @@ PRIORITY_CHECK = 0.05  # seconds between looks for interactive turns waiting whi
 class LlamalithWorker(SimpleWorker):
     """Runs each job inside its own app context, so the job's database session ends with it. Listens on its own
     queue first (conversation affinity, app/affinity.py) and says whether it has a free slot. Outside the main
-    thread it installs no signal handlers, times jobs out with a timer, and sees a stop within a second."""
+    thread it installs no signal handlers, times jobs out with a timer, and sees a stop between one-second waits for
+    a job, which a stop also ends at once (worker_slots.wake)."""
 
-    def __init__(self, models: list[str], app: Llamalith):
+    def __init__(self, models: list[str], app: Llamalith, connection: Redis):
         self.in_main_thread = threading.current_thread() is threading.main_thread()  # rq's __init__ asks already
-        own = Queue(affinity.worker_queue(app.worker_name), connection=app.redis)
+        own = Queue(affinity.worker_queue(app.worker_name), connection=connection)
         # rq's own name stays random: after a Redis outage, a new rq worker starts while the old one's key lives on.
-        super().__init__([own, *jobs.worker_queues(models, app.redis)], connection=app.redis)
+        super().__init__([own, *jobs.worker_queues(models, connection)], connection=connection)
         self.app = app
         self.stopping = False
         if not self.in_main_thread:
@@ -146,7 +146,7 @@ def prepare(app: Llamalith, models: list[str], name: str | None = None, cache: M
         except ModelLoadError as exc:  # its jobs will end as errors saying so; other models still work
             log.error("%s", exc)
     app.models = cache
-    app.worker_slots = WorkerSlots(max(cache.parallel_of(key) for key in models))
+    app.worker_slots = worker_slots.WorkerSlots(max(cache.parallel_of(key) for key in models))
     app.stopping.clear()
     # host, a random tag and pid: containers on one host network share the hostname and all run as pid 1, and each
     # worker needs a name of its own (its liveness key, its affinity queue).
@@ -198,6 +198,11 @@ def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
     for thread in others:
         thread.start()
     work(app, models, burst)
+    if app.stopping.is_set():
+        try:
+            worker_slots.wake(app.redis, app.worker_name)
+        except RedisError:
+            pass  # the slots see the stop at their next timeout
     for thread in others:
         thread.join()
     with app.app_context():
@@ -209,9 +214,12 @@ def serve(app: Llamalith, models: list[str], burst: bool = False) -> None:
 
 def work(app: Llamalith, models: list[str], burst: bool) -> None:
     """One slot: an rq worker that takes one job at a time, until a stop."""
+    connection = worker_slots.slot_redis(app.settings.redis_address, app.worker_name)
     while True:
-        worker = LlamalithWorker(models, app)
+        worker = LlamalithWorker(models, app, connection)
         try:
+            # rq named the connection it took after itself: the slot's own name goes back on it, for wake().
+            connection.client_setname(worker_slots.slot_client_name(app.worker_name))
             affinity.mark_idle(app.redis, app.worker_name)
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as exc:

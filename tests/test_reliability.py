@@ -13,7 +13,7 @@ import pytest
 import requests
 from redis import Redis
 
-from app import places
+from app import places, worker_slots
 from config import ROOT
 from tests.sse import events
 from tests.stack import Stack, start_redis, wait_for, wait_for_line
@@ -284,3 +284,24 @@ def test_the_worker_ends_with_its_supervisor_killed_with_minus_9(stack):
     finally:
         if not gone(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_stop_ends_the_waits_of_its_own_workers_slots_for_a_job_at_once(redis_url):
+    """A slot waits for its next job in BLPOPs of a second, and sees a stop between them; a stop wakes the worker's
+    slots instead (CLIENT UNBLOCK: their wait ends as if it had timed out), and no other worker's."""
+    waited: dict[str, object] = {}
+
+    def wait_for_a_job(worker_name: str) -> None:
+        waited[worker_name] = worker_slots.slot_redis(redis_url, worker_name).blpop(["llamalith:nothing"], timeout=60)
+
+    slots = {name: threading.Thread(target=wait_for_a_job, args=(name,), daemon=True) for name in ("a:1:1", "b:2:2")}
+    for slot in slots.values():
+        slot.start()
+    redis = Redis.from_url(redis_url)
+    wait_for(lambda: sum(client["cmd"] == "blpop" for client in redis.client_list()) == 2)
+    worker_slots.wake(redis, "a:1:1")
+    slots["a:1:1"].join(timeout=10)
+    assert waited == {"a:1:1": None} and slots["b:2:2"].is_alive()
+    worker_slots.wake(redis, "b:2:2")
+    slots["b:2:2"].join(timeout=10)
+    assert waited == {"a:1:1": None, "b:2:2": None}
