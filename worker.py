@@ -218,8 +218,7 @@ def work(app: Llamalith, models: list[str], burst: bool) -> None:
     while True:
         worker = LlamalithWorker(models, app, connection)
         try:
-            # rq named the connection it took after itself: the slot's own name goes back on it, for wake().
-            connection.client_setname(worker_slots.slot_client_name(app.worker_name))
+            worker_slots.name_slot(connection)
             affinity.mark_idle(app.redis, app.worker_name)
             worker.work(burst=burst, logging_level="INFO")
         except RedisError as exc:

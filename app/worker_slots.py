@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from redis import Redis
+from redis import Redis, ResponseError
 
 from app.llm.engine import Sequence
 from app.models import Priority
@@ -90,8 +90,20 @@ class WorkerSlots:
 
 
 def slot_redis(address: str, worker_name: str) -> Redis:
-    """A slot's own Redis client: each of its connections carries the name `wake` looks for."""
-    return Redis.from_url(address, health_check_interval=30, client_name=slot_client_name(worker_name))
+    """A slot's own Redis client, each of whose connections carries the name `wake` looks for; unnamed where Redis
+    refuses CLIENT SETNAME (some managed ones), whose slots then see a stop at their next timeout."""
+    named = Redis.from_url(address, health_check_interval=30, client_name=slot_client_name(worker_name))
+    try:
+        named.ping()
+        return named
+    except ResponseError:
+        return Redis.from_url(address, health_check_interval=30)
+
+
+def name_slot(connection: Redis) -> None:
+    """rq names the connection it starts on after itself: the slot's own name goes back on it."""
+    if name := connection.connection_pool.connection_kwargs.get("client_name"):
+        connection.client_setname(name)
 
 
 def slot_client_name(worker_name: str) -> str:
@@ -102,6 +114,6 @@ def wake(redis: Redis, worker_name: str) -> None:
     """End the worker's slots' waits for a job: CLIENT UNBLOCK makes a BLPOP return as if it had timed out, and the
     slot then sees the stop before it waits again."""
     name = slot_client_name(worker_name)
-    for client in redis.client_list():
+    for client in redis.client_list():  # refused where CLIENT is: a RedisError, which the stop passes over
         if client.get("name") == name:
             redis.client_unblock(client["id"])

