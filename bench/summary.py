@@ -12,7 +12,7 @@ from pathlib import Path
 
 # Each with its arguments: the web tier as installed (two web processes), and as one process for scale.
 BENCHMARKS = ["overhead.py", "multiturn.py", "api_load.py", "api_load.py --web-processes 1", "streams.py",
-              "big_files.py", "batching.py", "decode_steps.py", "browser_stream.py"]
+              "big_files.py", "batching.py", "decode_steps.py", "browser_stream.py", "worker_stop.py"]
 
 
 def summary(name: str, figure: float, baseline: float, target: str, measured: float | None = None) -> None:
