@@ -92,7 +92,7 @@ class WorkerSlots:
 def slot_redis(address: str, worker_name: str) -> Redis:
     """A slot's own Redis client, each of whose connections carries the name `wake` looks for; unnamed where Redis
     refuses CLIENT SETNAME (some managed ones), whose slots then see a stop at their next timeout."""
-    named = Redis.from_url(address, health_check_interval=30, client_name=slot_client_name(worker_name))
+    named = Redis.from_url(address, health_check_interval=30, client_name=_client_name(worker_name))
     try:
         named.ping()
         return named
@@ -106,14 +106,14 @@ def name_slot(connection: Redis) -> None:
         connection.client_setname(name)
 
 
-def slot_client_name(worker_name: str) -> str:
+def _client_name(worker_name: str) -> str:
     return f"llamalith-slot:{worker_name}"
 
 
 def wake(redis: Redis, worker_name: str) -> None:
     """End the worker's slots' waits for a job: CLIENT UNBLOCK makes a BLPOP return as if it had timed out, and the
     slot then sees the stop before it waits again."""
-    name = slot_client_name(worker_name)
-    for client in redis.client_list():  # refused where CLIENT is: a RedisError, which the stop passes over
+    name = _client_name(worker_name)
+    for client in redis.client_list():  # where CLIENT is refused: a RedisError, which serve() passes over
         if client.get("name") == name:
             redis.client_unblock(client["id"])
